@@ -78,6 +78,7 @@ class BaseStorage:
         # Cached bound methods: the hot path does one attribute load instead of two.
         self._encode: Callable[[Any], Any] = codec.encode
         self._decode = codec.decode
+        self._decode_any: Callable[[Any], Any] = getattr(codec, "_any", None) or codec.decode
         self._default_ttl = None
         self._default_ttl = self._ttl_seconds(ttl, "ttl")
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (

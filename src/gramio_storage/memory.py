@@ -99,6 +99,64 @@ class MemoryStorage(BaseStorage):
         self._expires: dict[str, float] = {}
         self._heap: list[tuple[float, str]] = []
         self._timer: asyncio.TimerHandle | None = None
+        # Writes need no deadline or eviction bookkeeping unless one of these is set.
+        self._plain = max_size is None and self._default_ttl is None
+
+    # ------------------------------------------------------------------ fast paths
+    # The common calls (a str key, no TTL, no size bound) skip the hook layer: no inner
+    # coroutine, no key-resolution call. Anything unusual, including every error, falls
+    # through to the generic facade, which does the full checks and raises the right error.
+
+    async def get(self, key: Any, default: Any = None) -> Any:  # type: ignore[override]
+        if key.__class__ is str and key and self._max_size is None:
+            k = self._prefix + key
+            value = self._data.get(k)
+            if value is None:
+                if not self._reference:
+                    return default
+            elif not self._expires or k not in self._expires:
+                if self._reference:
+                    return value
+                try:
+                    return self._decode_any(value)
+                except Exception:  # noqa: S110 - the generic path raises the DecodeError
+                    pass
+        return await BaseStorage.get(self, key, default)
+
+    async def set(self, key: Any, value: Any, *, ttl: TTL | None = None) -> None:  # type: ignore[override]
+        if key.__class__ is str and key and ttl is None and self._plain:
+            try:
+                data = value if self._reference else self._encode(value)
+            except Exception:  # the generic path raises the EncodeError
+                return await BaseStorage.set(self, key, value)
+            k = self._prefix + key
+            self._data[k] = data
+            if self._expires:
+                self._expires.pop(k, None)
+            return None
+        return await BaseStorage.set(self, key, value, ttl=ttl)
+
+    async def update(  # type: ignore[override]
+        self, key: Any, fn: Callable[[Any], Any], *, default: Any = None, ttl: TTL | None = None
+    ) -> Any:
+        if key.__class__ is str and key and ttl is None and self._plain:
+            k = self._prefix + key
+            data = self._data.get(k)
+            # Skipped: keys with a deadline (liveness check) and a reference-mode None (absent
+            # or stored None?); the generic path handles both.
+            if (not self._expires or k not in self._expires) and (
+                data is not None or not self._reference
+            ):
+                if self._reference:
+                    current = default if data is None else data
+                elif data is not None:
+                    current = self._decode_value(key, data)
+                else:
+                    current = None if default is None else self._decode_any(self._encode(default))
+                new = fn(current)
+                self._data[k] = new if self._reference else self._encode_value(key, new)
+                return new
+        return await BaseStorage.update(self, key, fn, default=default, ttl=ttl)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> MemoryStorage:

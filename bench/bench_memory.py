@@ -1,0 +1,173 @@
+"""In-memory storages side by side, in one run: gramio-storage vs aiogram vs py-key-value vs dict.
+
+Each contender runs the same work on the same small session-like dict: N ``set`` calls, N ``get``
+calls, and N read-modify-write updates, cycling over 1,000 user keys. Each measurement is the
+best of several rounds (the least disturbed by the other core's noise); ratios compare
+contenders measured in the same process minutes apart, which is what counts on a shared machine.
+
+Run: ``make bench`` or ``.venv/bin/python bench/bench_memory.py [--n 50000] [--rounds 5]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import platform
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+
+from gramio_storage import MemoryStorage
+
+SESSION = {"step": "ask_age", "name": "Alice", "age": 30, "tags": ["new", "ru"], "score": 12.5}
+USERS = 1_000
+
+Op = Callable[[int], Awaitable[Any]]
+
+
+class Contender:
+    def __init__(self, name: str, set_: Op, get: Op, update: Op) -> None:
+        self.name, self.set, self.get, self.update = name, set_, get, update
+
+
+def gramio(codec_none: bool) -> Contender:
+    storage = MemoryStorage(codec=None) if codec_none else MemoryStorage()
+    keys = [f"session:{i}" for i in range(USERS)]
+
+    async def set_(i: int) -> None:
+        await storage.set(keys[i % USERS], SESSION)
+
+    async def get(i: int) -> Any:
+        return await storage.get(keys[i % USERS])
+
+    def bump(d: Any) -> Any:
+        d["score"] += 1
+        return d
+
+    async def update(i: int) -> Any:
+        return await storage.update(keys[i % USERS], bump, default=dict(SESSION))
+
+    mode = "reference (codec=None)" if codec_none else "encoded (JSON)"
+    return Contender(f"gramio-storage MemoryStorage, {mode}", set_, get, update)
+
+
+def aiogram() -> Contender:
+    from aiogram.fsm.storage.base import StorageKey
+    from aiogram.fsm.storage.memory import MemoryStorage as AiogramMemory
+
+    storage = AiogramMemory()
+    keys = [StorageKey(bot_id=1, chat_id=i, user_id=i) for i in range(USERS)]
+
+    async def set_(i: int) -> None:
+        await storage.set_data(keys[i % USERS], SESSION)
+
+    async def get(i: int) -> Any:
+        return await storage.get_data(keys[i % USERS])
+
+    async def update(i: int) -> Any:
+        key = keys[i % USERS]
+        data = await storage.get_data(key)
+        data["score"] = data.get("score", 0) + 1
+        await storage.set_data(key, data)
+        return data
+
+    return Contender("aiogram MemoryStorage (set_data/get_data)", set_, get, update)
+
+
+def py_key_value() -> Contender:
+    from key_value.aio.stores.memory import MemoryStore
+
+    store = MemoryStore()
+    keys = [f"session:{i}" for i in range(USERS)]
+
+    async def set_(i: int) -> None:
+        await store.put(keys[i % USERS], SESSION, collection="sessions")
+
+    async def get(i: int) -> Any:
+        return await store.get(keys[i % USERS], collection="sessions")
+
+    async def update(i: int) -> Any:
+        key = keys[i % USERS]
+        data = dict(await store.get(key, collection="sessions") or SESSION)
+        data["score"] += 1
+        await store.put(key, data, collection="sessions")
+        return data
+
+    return Contender("py-key-value MemoryStore", set_, get, update)
+
+
+def plain_dict() -> Contender:
+    store: dict[str, Any] = {}
+    keys = [f"session:{i}" for i in range(USERS)]
+
+    async def set_(i: int) -> None:
+        store[keys[i % USERS]] = SESSION
+
+    async def get(i: int) -> Any:
+        return store.get(keys[i % USERS])
+
+    async def update(i: int) -> Any:
+        key = keys[i % USERS]
+        data = store.get(key) or dict(SESSION)
+        data["score"] += 1
+        store[key] = data
+        return data
+
+    return Contender("plain dict behind async def (floor)", set_, get, update)
+
+
+async def ops_per_second(op: Op, n: int, rounds: int) -> float:
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for i in range(n):
+            await op(i)
+        best = min(best, time.perf_counter() - start)
+    return n / best
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=50_000, help="operations per round")
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+
+    contenders = [gramio(False), gramio(True), aiogram(), py_key_value(), plain_dict()]
+    results: dict[str, dict[str, float]] = {}
+    for c in contenders:
+        # py-key-value is ~100x slower; fewer operations keep the run short, ops/s stays fair.
+        n = args.n // 10 if "py-key-value" in c.name else args.n
+        await c.set(0)  # warm up: lazy setup, first-use caches
+        row = {
+            "set": await ops_per_second(c.set, n, args.rounds),
+            "get": await ops_per_second(c.get, n, args.rounds),
+            "update": await ops_per_second(c.update, n, args.rounds),
+        }
+        # set+get pairs per second, the figure the targets are stated in
+        row["set+get"] = 1 / (1 / row["set"] + 1 / row["get"])
+        results[c.name] = row
+
+    print(f"Python {platform.python_version()}, msgspec {msgspec.__version__}, {platform.machine()}")
+    print(f"value: {len(msgspec.json.encode(SESSION))}-byte JSON session dict, {USERS} keys\n")
+    cols = ["set", "get", "update", "set+get"]
+    print(f"{'contender':45} " + " ".join(f"{c + ' ops/s':>16}" for c in cols))
+    for name, row in results.items():
+        print(f"{name:45} " + " ".join(f"{row[c]:>16,.0f}" for c in cols))
+
+    print("\nratios (gramio-storage / peer, higher is better):")
+    enc = results[contenders[0].name]
+    ref = results[contenders[1].name]
+    for peer in contenders[2:]:
+        p = results[peer.name]
+        for label, mine in (("encoded", enc), ("reference", ref)):
+            ratios = "  ".join(f"{c} {mine[c] / p[c]:6.2f}x" for c in cols)
+            print(f"  {label:9} vs {peer.name:40} {ratios}")
+
+
+if __name__ == "__main__":
+    if sys.version_info < (3, 11):
+        raise SystemExit("Python 3.11+ required")
+    asyncio.run(main())
