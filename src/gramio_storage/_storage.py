@@ -349,10 +349,7 @@ class BaseStorage:
 
         def step(data: Any) -> Any:
             if data is None:
-                # Round-trip the default so fn never mutates the caller's object.
-                current = None if default is None else self._decode_value(
-                    key, self._encode_value(key, default)
-                )
+                current = None if default is None else self._fresh_default(key, default)
             else:
                 current = self._decode_value(key, data)
             new = fn(current)
@@ -521,6 +518,8 @@ class BaseStorage:
         """Decode a counter, with the error ``incr`` documents for non-integers."""
         try:
             value = self._decode(data, int)
+            if value.__class__ is not int:  # a codec without validation (reference mode)
+                raise TypeError(f"expected int, got {value.__class__.__qualname__}")
         except Exception as e:
             raise DecodeError(
                 f"Cannot increment key {key!r}: the stored value is not an integer",
@@ -528,6 +527,10 @@ class BaseStorage:
                 backend=self.backend_name,
             ) from e
         return value  # type: ignore[no-any-return]
+
+    def _fresh_default(self, key: object, default: Any) -> Any:
+        """A private copy of ``update``'s default, so ``fn`` never mutates the caller's object."""
+        return self._decode_value(key, self._encode_value(key, default))
 
     def _not_found(self, key: str) -> KeyNotFoundError:
         """The error a hook raises for a missing key."""

@@ -12,6 +12,7 @@ pile up even if nobody reads them again.
 from __future__ import annotations
 
 import asyncio
+import copy
 import heapq
 import time
 import weakref
@@ -147,12 +148,10 @@ class MemoryStorage(BaseStorage):
             if (not self._expires or k not in self._expires) and (
                 data is not None or not self._reference
             ):
-                if self._reference:
-                    current = default if data is None else data
-                elif data is not None:
-                    current = self._decode_value(key, data)
+                if data is not None:
+                    current = data if self._reference else self._decode_value(key, data)
                 else:
-                    current = None if default is None else self._decode_any(self._encode(default))
+                    current = None if default is None else self._fresh_default(key, default)
                 new = fn(current)
                 self._data[k] = new if self._reference else self._encode_value(key, new)
                 return new
@@ -172,6 +171,9 @@ class MemoryStorage(BaseStorage):
         elif self._codec is not JSON:
             fields["codec"] = self._codec
         return fields
+
+    def _fresh_default(self, key: object, default: Any) -> Any:
+        return copy.deepcopy(default) if self._reference else super()._fresh_default(key, default)
 
     def __len__(self) -> int:
         """Entries held right now, counting expired ones not purged yet (root storage)."""

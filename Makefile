@@ -1,0 +1,34 @@
+# One-word commands. `make test` is what CI runs (.ci/run calls it).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck pytest bench setup clean
+
+demo: $(STAMP)  ## run the demo
+	$(PY) examples/demo.py
+
+test: $(STAMP)  ## install everything, then lint, type-check and run every test
+	bash scripts/system-deps.sh
+	$(MAKE) lint typecheck pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests examples bench
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+pytest: $(STAMP)
+	$(VENV)/bin/pytest
+
+bench: $(STAMP)  ## benchmarks vs peers, same run; results go in docs/benchmarks.md
+	$(PY) bench/bench_memory.py
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/setup.sh
+	bash scripts/setup.sh $(VENV)
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
