@@ -22,6 +22,13 @@ class _Adapter(NamedTuple):
 # A lazy table, as fsspec keeps it: nothing is imported until a URL asks for it.
 _BUILTIN: dict[str, _Adapter] = {
     "memory": _Adapter("gramio_storage.memory:MemoryStorage", None),
+    "sqlite": _Adapter("gramio_storage.sqlite:SQLiteStorage", "sqlite"),
+    "postgresql": _Adapter("gramio_storage.postgres:PostgresStorage", "postgres"),
+    "postgres": _Adapter("gramio_storage.postgres:PostgresStorage", "postgres"),
+    "redis": _Adapter("gramio_storage.redis:RedisStorage", "redis"),
+    "rediss": _Adapter("gramio_storage.redis:RedisStorage", "redis"),
+    "unix": _Adapter("gramio_storage.redis:RedisStorage", "redis"),
+    "cloudflare": _Adapter("gramio_storage.cloudflare:CloudflareKVStorage", "cloudflare"),
 }
 
 
