@@ -150,7 +150,9 @@ async def main() -> None:
         row["set+get"] = 1 / (1 / row["set"] + 1 / row["get"])
         results[c.name] = row
 
-    print(f"Python {platform.python_version()}, msgspec {msgspec.__version__}, {platform.machine()}")
+    print(
+        f"Python {platform.python_version()}, msgspec {msgspec.__version__}, {platform.machine()}"
+    )
     print(f"value: {len(msgspec.json.encode(SESSION))}-byte JSON session dict, {USERS} keys\n")
     cols = ["set", "get", "update", "set+get"]
     print(f"{'contender':45} " + " ".join(f"{c + ' ops/s':>16}" for c in cols))

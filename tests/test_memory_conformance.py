@@ -25,8 +25,10 @@ class _MemoryBase(StorageTests):
     @pytest.fixture
     async def storage(self) -> AsyncIterator[BaseStorage]:
         self.clock = FakeClock()
-        storage = MemoryStorage(codec=None, clock=self.clock) if self.codec_none else MemoryStorage(
-            clock=self.clock
+        storage = (
+            MemoryStorage(codec=None, clock=self.clock)
+            if self.codec_none
+            else MemoryStorage(clock=self.clock)
         )
         yield storage
         await storage.close()

@@ -78,7 +78,8 @@ class _MsgspecCodec:
     def _typed_decoder(self, tp: Any) -> Callable[[bytes], Any]:
         if _is_pydantic_model(tp):
             return self._pydantic_decoder(tp)
-        return self._make_decoder(tp).decode
+        decode: Callable[[bytes], Any] = self._make_decoder(tp).decode
+        return decode
 
     def _pydantic_decoder(self, tp: Any) -> Callable[[bytes], Any]:
         untyped = self._any

@@ -119,7 +119,7 @@ class DecodeError(CodecError):
 
 
 class InvalidKeyError(StorageError, TypeError, ValueError):
-    """A key is not a ``str`` or :class:`~gramio_storage.Key`, is empty, or breaks a backend rule."""
+    """A key is not a str or :class:`~gramio_storage.Key`, is empty, or breaks a backend limit."""
 
 
 class InvalidTTLError(StorageError, ValueError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import string
 from typing import Any, Generic, TypeVar, overload
 
@@ -40,7 +41,8 @@ class Key(Generic[T]):
     _fields: tuple[str, ...]
 
     @overload
-    def __init__(self: Key[T], name: str, type: type[T]) -> None: ...
+    # `builtins.type`: a bare `type` here would resolve to the class attribute below.
+    def __init__(self: Key[T], name: str, type: builtins.type[T]) -> None: ...
     @overload
     def __init__(self: Key[Any], name: str, type: Any = ...) -> None: ...
     def __init__(self, name: str, type: Any = Any) -> None:

@@ -18,6 +18,7 @@ storage they came from (``self._root``), so they share its connection and state.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import math
 import weakref
@@ -81,9 +82,7 @@ class BaseStorage:
         self._decode_any: Callable[[Any], Any] = getattr(codec, "_any", None) or codec.decode
         self._default_ttl = None
         self._default_ttl = self._ttl_seconds(ttl, "ttl")
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
-            weakref.WeakValueDictionary()
-        )
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     # ------------------------------------------------------------------ key and TTL helpers
 
@@ -91,7 +90,7 @@ class BaseStorage:
         """Resolve a user key to the backend key: type check, template check, prefix."""
         if key.__class__ is str:
             if key:
-                return self._prefix + key  # type: ignore[operator]
+                return self._prefix + key
         elif key.__class__ is Key:
             assert isinstance(key, Key)  # narrowing only; the class check decided
             if key._fields:
@@ -117,7 +116,7 @@ class BaseStorage:
         if ttl is None:
             return self._default_ttl
         if ttl.__class__ is timedelta:
-            seconds = ttl.total_seconds()  # type: ignore[union-attr]
+            seconds = ttl.total_seconds()
         elif isinstance(ttl, (int, float)) and not isinstance(ttl, bool):
             seconds = float(ttl)
         else:
@@ -151,7 +150,7 @@ class BaseStorage:
             ) from e
 
     def _decode_value(self, key: object, data: Any) -> Any:
-        tp = key.type if key.__class__ is Key else Any  # type: ignore[attr-defined]
+        tp = key.type if key.__class__ is Key else Any
         try:
             return self._decode(data, tp)
         except Exception as e:
@@ -228,14 +227,18 @@ class BaseStorage:
         wanted = _key_list(keys, "get_many")
         found = await self._root._get_many([self._key(k) for k in wanted])
         decode = self._decode_value
-        return {k: decode(k, data) for k, data in zip(wanted, found) if data is not None}
+        return {
+            k: decode(k, data) for k, data in zip(wanted, found, strict=True) if data is not None
+        }
 
     @overload
     async def set_many(self, items: Mapping[Key[T], T], *, ttl: TTL | None = None) -> None: ...
     @overload
     async def set_many(
-        self, items: Mapping[str, Any] | Mapping[Key[Any], Any] | Mapping[str | Key[Any], Any],
-        *, ttl: TTL | None = None
+        self,
+        items: Mapping[str, Any] | Mapping[Key[Any], Any] | Mapping[str | Key[Any], Any],
+        *,
+        ttl: TTL | None = None,
     ) -> None: ...
     async def set_many(self, items: Mapping[Any, Any], *, ttl: TTL | None = None) -> None:
         """Store several values at once with the same TTL.
@@ -295,9 +298,7 @@ class BaseStorage:
         seconds = self._default_ttl if ttl is None else self._ttl_seconds(ttl)
         return await self._root._add(full, self._encode_value(key, value), seconds)
 
-    async def incr(
-        self, key: str | Key[int], amount: int = 1, *, ttl: TTL | None = None
-    ) -> int:
+    async def incr(self, key: str | Key[int], amount: int = 1, *, ttl: TTL | None = None) -> int:
         """Add ``amount`` to the integer under ``key`` atomically and return the new value.
 
         A missing key counts as 0 and is created with ``ttl`` (or the default TTL); an existing
@@ -467,7 +468,7 @@ class BaseStorage:
         return deleted
 
     async def _ttl(self, key: str) -> float | None:
-        """Return seconds left, ``None`` for no expiry; raise ``self._not_found(key)`` if missing."""
+        """Seconds left, ``None`` for no expiry; ``raise self._not_found(key)`` if missing."""
         raise UnsupportedOperationError(
             f"The {self.backend_name} backend cannot report TTLs", backend=self.backend_name
         )
@@ -496,10 +497,9 @@ class BaseStorage:
                 value = amount
             else:
                 value = self._decode_int(key, data) + amount
-                try:
-                    ttl = await self._ttl(key)  # an existing counter keeps its expiry
-                except (KeyNotFoundError, UnsupportedOperationError):
-                    pass
+                # An existing counter keeps its expiry (if the backend can tell us what it is).
+                with contextlib.suppress(KeyNotFoundError, UnsupportedOperationError):
+                    ttl = await self._ttl(key)
             await self._set(key, self._encode(value), ttl)
             return value
 
@@ -526,7 +526,7 @@ class BaseStorage:
                 key=key,
                 backend=self.backend_name,
             ) from e
-        return value  # type: ignore[no-any-return]
+        return value
 
     def _fresh_default(self, key: object, default: Any) -> Any:
         """A private copy of ``update``'s default, so ``fn`` never mutates the caller's object."""
@@ -534,13 +534,11 @@ class BaseStorage:
 
     def _not_found(self, key: str) -> KeyNotFoundError:
         """The error a hook raises for a missing key."""
-        return KeyNotFoundError(
-            f"Key {key!r} does not exist", key=key, backend=self.backend_name
-        )
+        return KeyNotFoundError(f"Key {key!r} does not exist", key=key, backend=self.backend_name)
 
 
 def _name(key: object) -> str:
-    return key.name if key.__class__ is Key else str(key)  # type: ignore[attr-defined]
+    return key.name if key.__class__ is Key else str(key)
 
 
 def _key_list(keys: Iterable[Any], method: str) -> list[Any]:

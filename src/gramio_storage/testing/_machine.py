@@ -26,8 +26,9 @@ json_values: st.SearchStrategy[Any] = st.recursive(
     | st.integers(-(2**53), 2**53)  # the range JavaScript readers agree on
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=10,
 )
 """Strategy for values every codec and backend must round-trip (what JSON can express)."""
@@ -204,7 +205,7 @@ def make_state_machine(
         def size_matches(self) -> None:
             # Cheap global check after every step: nothing leaked in, nothing vanished.
             async def count() -> int:
-                return len([k async for k in self.storage.keys()])
+                return len([k async for k in self.storage.keys()])  # noqa: SIM118 - an async iterator, not a dict
 
             assert self.run(count()) == len(self.model)
 

@@ -7,7 +7,7 @@ import dataclasses
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 import msgspec
@@ -118,23 +118,23 @@ class StorageTests:
     async def storage(self) -> AsyncIterator[BaseStorage]:
         """Override: yield a fresh, empty storage and close it afterwards."""
         raise NotImplementedError("Override the `storage` fixture in your StorageTests subclass")
-        yield  # pragma: no cover - makes this an async generator like the overrides
+        yield  # noqa: PT022 - an async generator, like the fixtures that override it
 
     async def advance_time(self, storage: BaseStorage, seconds: float) -> None:
         """Let ``seconds`` pass for the storage. Override with a fake clock where possible."""
         await asyncio.sleep(seconds)
 
     async def expect(
-        self, probe: Callable[[], Awaitable[Any]], expected: Any, *, timeout: float | None = None
+        self, probe: Callable[[], Awaitable[Any]], expected: Any, *, within: float | None = None
     ) -> None:
         """Assert ``await probe() == expected``, polling where the backend may lag.
 
-        Consistent backends are probed once unless ``timeout`` is given (expiry checks give
-        one, since a server may expire a key slightly after its deadline).
+        Consistent backends are probed once unless ``within`` (seconds) is given: expiry checks
+        give it, since a server may expire a key slightly after its deadline.
         """
-        if timeout is None:
-            timeout = self.consistency_timeout if self.eventually_consistent else 0.0
-        deadline = time.monotonic() + timeout
+        if within is None:
+            within = self.consistency_timeout if self.eventually_consistent else 0.0
+        deadline = time.monotonic() + within
         while True:
             actual = await probe()
             if actual == expected or time.monotonic() >= deadline:
@@ -210,7 +210,7 @@ class StorageTests:
         await self.expect(lambda: storage.get("k"), {"v": 2})
 
     async def test_delete_reports_whether_the_key_existed(self, storage: BaseStorage) -> None:
-        """delete returns True once, then False; the key is gone."""
+        """Delete returns True once, then False; the key is gone."""
         await storage.set("k", 1)
         assert await storage.delete("k") is True
         await self.expect(lambda: storage.has("k"), False)
@@ -239,7 +239,7 @@ class StorageTests:
         point = Key("point", Point)
         when = Key("when", datetime)
         count = Key("count", int)
-        stamp = datetime(2026, 11, 25, 12, 30, tzinfo=timezone.utc)
+        stamp = datetime(2026, 11, 25, 12, 30, tzinfo=UTC)
         await storage.set(profile, Profile("Alice", 30, ["a"]))
         await storage.set(point, Point(1, 2))
         await storage.set(when, stamp)
@@ -299,7 +299,7 @@ class StorageTests:
     async def test_many_ops_reject_a_single_string(self, storage: BaseStorage) -> None:
         """Passing one str where an iterable of keys belongs is an error, not a char loop."""
         with pytest.raises(InvalidKeyError):
-            await storage.get_many("abc")  # type: ignore[call-overload]
+            await storage.get_many("abc")
         with pytest.raises(InvalidKeyError):
             await storage.delete_many("abc")
 
@@ -397,7 +397,11 @@ class StorageTests:
         """ttl() reports about the seconds given, as int, float or timedelta."""
         self.skip_unless_ttl()
         base = max(self.min_ttl, 100.0)
-        for key, ttl in (("int", int(base)), ("float", base + 0.5), ("td", timedelta(seconds=base))):
+        for key, ttl in (
+            ("int", int(base)),
+            ("float", base + 0.5),
+            ("td", timedelta(seconds=base)),
+        ):
             await storage.set(key, 1, ttl=ttl)
             expected = ttl.total_seconds() if isinstance(ttl, timedelta) else float(ttl)
             left = await storage.ttl(key)
@@ -418,7 +422,7 @@ class StorageTests:
         await storage.set("long", {"v": 2})
         assert await storage.get("short") == {"v": 1}
         await self.advance_time(storage, ttl)
-        await self.expect(lambda: storage.has("short"), False, timeout=2.0)
+        await self.expect(lambda: storage.has("short"), False, within=2.0)
         assert await storage.get("short", "gone") == "gone"
         assert await storage.get_many(["short", "long"]) == {"long": {"v": 2}}
         assert await self._keys(storage) == ["long"]
@@ -429,7 +433,7 @@ class StorageTests:
     # ------------------------------------------------------------------ atomic operations
 
     async def test_add_only_when_absent(self, storage: BaseStorage) -> None:
-        """add stores a value only if the key is absent; a stored None counts as present."""
+        """Add stores a value only if the key is absent; a stored None counts as present."""
         if not self.supports_atomic:
             with pytest.raises(UnsupportedOperationError):
                 await storage.add("k", 1)
@@ -447,12 +451,12 @@ class StorageTests:
         self.skip_unless_ttl(wait=True)
         await storage.add("lock", "a", ttl=self.short_ttl())
         await self.advance_time(storage, self.short_ttl())
-        await self.expect(lambda: storage.has("lock"), False, timeout=2.0)
+        await self.expect(lambda: storage.has("lock"), False, within=2.0)
         assert await storage.add("lock", "b") is True
         assert await storage.get("lock") == "b"
 
     async def test_incr_counts(self, storage: BaseStorage) -> None:
-        """incr starts at 0, adds any int, and the counter reads back as a plain number."""
+        """Incr starts at 0, adds any int, and the counter reads back as a plain number."""
         if not self.supports_atomic:
             with pytest.raises(UnsupportedOperationError):
                 await storage.incr("n")
@@ -464,10 +468,10 @@ class StorageTests:
         assert await storage.get(Key("n", int)) == -1
 
     async def test_incr_rejects_non_integers(self, storage: BaseStorage) -> None:
-        """incr on a non-integer value raises DecodeError and leaves the value alone."""
+        """Incr on a non-integer value raises DecodeError and leaves the value alone."""
         self.skip_unless_atomic()
         await storage.set("s", "text")
-        with pytest.raises(DecodeError, match="'s'|s"):
+        with pytest.raises(DecodeError, match="'s'"):
             await storage.incr("s")
         assert await storage.get("s") == "text"
         with pytest.raises(TypeError):
@@ -475,7 +479,7 @@ class StorageTests:
         assert await storage.has("n") is False
 
     async def test_incr_keeps_an_existing_expiry(self, storage: BaseStorage) -> None:
-        """incr sets the TTL when it creates the counter and keeps it afterwards."""
+        """Incr sets the TTL when it creates the counter and keeps it afterwards."""
         self.skip_unless_atomic()
         self.skip_unless_ttl()
         ttl = max(self.min_ttl, 100.0)
@@ -485,7 +489,7 @@ class StorageTests:
         assert left is not None and left <= ttl
 
     async def test_update_reads_modifies_writes(self, storage: BaseStorage) -> None:
-        """update passes the current value (or the default) to fn and stores what it returns."""
+        """Update passes the current value (or the default) to fn and stores what it returns."""
         if not self.supports_atomic:
             with pytest.raises(UnsupportedOperationError):
                 await storage.update("k", lambda v: v)
@@ -505,7 +509,7 @@ class StorageTests:
         assert await storage.has("none") is True
 
     async def test_update_with_typed_key(self, storage: BaseStorage) -> None:
-        """update decodes into the key's type before calling fn."""
+        """Update decodes into the key's type before calling fn."""
         self.skip_unless_atomic()
         key = Key("profile", Profile)
         await storage.set(key, Profile("Ann", 20))
