@@ -205,7 +205,7 @@ def make_state_machine(
         def size_matches(self) -> None:
             # Cheap global check after every step: nothing leaked in, nothing vanished.
             async def count() -> int:
-                return len([k async for k in self.storage.keys()])  # noqa: SIM118 - an async iterator, not a dict
+                return len([k async for k in self.storage.keys()])
 
             assert self.run(count()) == len(self.model)
 

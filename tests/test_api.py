@@ -1,0 +1,252 @@
+"""The public surface, typed keys, the error tree and storage_from_url."""
+
+from __future__ import annotations
+
+import copy
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import gramio_storage
+from gramio_storage import (
+    BaseStorage,
+    CodecError,
+    ConfigurationError,
+    DecodeError,
+    EncodeError,
+    InvalidKeyError,
+    InvalidTTLError,
+    Key,
+    KeyNotFoundError,
+    MemoryStorage,
+    MissingDependencyError,
+    Storage,
+    StorageError,
+    UnknownSchemeError,
+    UnsupportedOperationError,
+    _registry,
+    storage_from_url,
+)
+
+
+def test_public_names_are_pinned() -> None:
+    """The curated namespace changes only on purpose (update this list and the changelog)."""
+    assert gramio_storage.__all__ == [
+        "JSON",
+        "MSGPACK",
+        "TTL",
+        "AuthenticationError",
+        "BackendError",
+        "BackendTimeoutError",
+        "BackendUnavailableError",
+        "BaseStorage",
+        "Codec",
+        "CodecError",
+        "ConfigurationError",
+        "DecodeError",
+        "EncodeError",
+        "InvalidKeyError",
+        "InvalidTTLError",
+        "JSONCodec",
+        "Key",
+        "KeyNotFoundError",
+        "MemoryStorage",
+        "MissingDependencyError",
+        "MsgpackCodec",
+        "RateLimitedError",
+        "Storage",
+        "StorageClosedError",
+        "StorageError",
+        "UnknownSchemeError",
+        "UnsupportedOperationError",
+        "ValueTooLargeError",
+        "__version__",
+        "storage_from_url",
+    ]
+    for name in gramio_storage.__all__:
+        assert getattr(gramio_storage, name) is not None
+
+
+def test_importing_the_package_imports_no_optional_driver() -> None:
+    """`import gramio_storage` stays light: no backend driver is loaded."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, gramio_storage; "
+        "print(sorted(m for m in ('redis','asyncpg','aiosqlite','httpx','aiogram','telegram',"
+        "'rich','pydantic','hypothesis','pytest') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_error_tree_also_speaks_builtin_exceptions() -> None:
+    """Each error is a StorageError and the builtin a Python user would catch."""
+    assert issubclass(InvalidKeyError, TypeError) and issubclass(InvalidKeyError, ValueError)
+    assert issubclass(InvalidTTLError, ValueError)
+    assert issubclass(EncodeError, CodecError) and issubclass(EncodeError, TypeError)
+    assert issubclass(DecodeError, CodecError) and issubclass(DecodeError, ValueError)
+    assert issubclass(KeyNotFoundError, KeyError)
+    assert issubclass(UnsupportedOperationError, NotImplementedError)
+    assert issubclass(MissingDependencyError, ImportError)
+    assert issubclass(UnknownSchemeError, ConfigurationError)
+    for name in gramio_storage.__all__:
+        obj = getattr(gramio_storage, name)
+        if isinstance(obj, type) and issubclass(obj, Exception):
+            assert issubclass(obj, StorageError), name
+    assert str(KeyNotFoundError("Key 'x' does not exist", key="x")) == "Key 'x' does not exist"
+
+
+def test_error_tree_is_drawn_in_the_module_docstring() -> None:
+    """Every exception class appears in the tree drawn in _errors' docstring."""
+    from gramio_storage import _errors
+
+    doc = _errors.__doc__ or ""
+    for name in _errors.__all__:
+        assert name in doc, name
+
+
+def test_key_template_and_identity() -> None:
+    """A Key formats into a concrete, immutable, hashable key of the same type."""
+    user = Key("user:{id}:{part}", dict)
+    assert user.is_template
+    concrete = user.format(id=1, part="profile")
+    assert concrete.name == "user:1:profile" and concrete.type is dict
+    assert not concrete.is_template
+    assert concrete == Key("user:1:profile", dict)
+    assert concrete != Key("user:1:profile", list)
+    assert {concrete: 1}[Key("user:1:profile", dict)] == 1
+    assert copy.deepcopy(concrete) is concrete
+    assert repr(concrete) == "Key('user:1:profile', dict)"
+    with pytest.raises(AttributeError):
+        concrete.name = "other"  # type: ignore[misc]
+    with pytest.raises(InvalidKeyError, match="part"):
+        user.format(id=1)
+    with pytest.raises(InvalidKeyError):
+        Key("bad {", int)
+    with pytest.raises(InvalidKeyError):
+        Key(123, int)  # type: ignore[call-overload]
+
+
+async def test_formatted_values_with_braces_are_data() -> None:
+    """A field value containing braces does not become a template again."""
+    storage = MemoryStorage()
+    key = Key("note:{title}", str).format(title="{weird}")
+    await storage.set(key, "x")
+    assert await storage.get("note:{weird}") == "x"
+
+
+async def test_str_subclass_keys_use_their_text() -> None:
+    """A StrEnum member works as a key (its value is the key text)."""
+    from enum import StrEnum
+
+    class Keys(StrEnum):
+        GREETING = "greeting"
+
+    storage = MemoryStorage()
+    await storage.set(Keys.GREETING, "hi")
+    assert await storage.get("greeting") == "hi"
+
+
+async def test_storage_protocol_accepts_any_four_method_object() -> None:
+    """GramIO's 'return an object with the four methods' is a Storage too."""
+
+    class Tiny:
+        def __init__(self) -> None:
+            self.d: dict[str, object] = {}
+
+        async def get(self, key: str, default: object = None) -> object:
+            return self.d.get(key, default)
+
+        async def has(self, key: str) -> bool:
+            return key in self.d
+
+        async def set(self, key: str, value: object, *, ttl: object = None) -> None:
+            self.d[key] = value
+
+        async def delete(self, key: str) -> bool:
+            return self.d.pop(key, None) is not None
+
+    assert isinstance(Tiny(), Storage)
+    assert not isinstance(object(), Storage)
+    assert isinstance(MemoryStorage(), Storage)
+
+
+async def test_base_storage_without_hooks_says_what_to_implement() -> None:
+    """A subclass that forgot a required hook fails loudly, not silently."""
+
+    class Incomplete(BaseStorage):
+        pass
+
+    with pytest.raises(NotImplementedError):
+        await Incomplete().get("k")
+
+
+def test_memory_url() -> None:
+    """memory:// builds a MemoryStorage and passes options through."""
+    storage = storage_from_url("memory://", ttl=5, max_size=10)
+    assert isinstance(storage, MemoryStorage)
+    assert storage.default_ttl == 5
+
+
+@pytest.mark.parametrize("url", ["nope://x", "MEMCACHE://localhost"])
+def test_unknown_scheme_lists_known_schemes(url: str) -> None:
+    """An unknown scheme names itself and every scheme that would work."""
+    with pytest.raises(UnknownSchemeError) as info:
+        storage_from_url(url)
+    message = str(info.value)
+    assert url.split(":")[0].lower() in message
+    for scheme in ("memory", "sqlite", "redis", "postgresql", "cloudflare"):
+        assert scheme in message
+
+
+@pytest.mark.parametrize("url", ["", "memory", "/tmp/x.db", 42])
+def test_malformed_urls_are_configuration_errors(url: object) -> None:
+    """Something that is not scheme://... raises ConfigurationError."""
+    with pytest.raises(ConfigurationError):
+        storage_from_url(url)  # type: ignore[arg-type]
+
+
+def test_missing_extra_names_the_pip_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A backend whose driver is not installed says exactly what to install."""
+    monkeypatch.setitem(
+        _registry._BUILTIN, "fake", _registry._Adapter("gramio_storage_no_such_module:X", "fake")
+    )
+    with pytest.raises(MissingDependencyError, match=r"pip install 'gramio-storage\[fake\]'"):
+        storage_from_url("fake://host")
+
+
+def test_third_party_adapters_register_by_entry_point(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An installed gramio-storage-* package adds its scheme through the entry-point group."""
+    (tmp_path / "gramio_storage_demo_adapter.py").write_text(
+        textwrap.dedent(
+            """
+            from gramio_storage import MemoryStorage
+
+            class DemoStorage(MemoryStorage):
+                @classmethod
+                def from_url(cls, url, **options):
+                    storage = cls(**options)
+                    storage.url = url
+                    return storage
+            """
+        )
+    )
+    dist = tmp_path / "gramio_storage_demo-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: gramio-storage-demo\nVersion: 1.0\n"
+    )
+    (dist / "entry_points.txt").write_text(
+        "[gramio_storage.adapters]\ndemo = gramio_storage_demo_adapter:DemoStorage\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    storage = storage_from_url("demo://somewhere", ttl=3)
+    assert storage.__class__.__name__ == "DemoStorage"
+    assert storage.url == "demo://somewhere"  # type: ignore[attr-defined]
+    assert storage.default_ttl == 3
+    assert "demo" in _registry.known_schemes()
