@@ -3,10 +3,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bench setup clean
+.PHONY: demo tour test lint typecheck pytest bench setup clean
 
 demo: $(STAMP)  ## run the demo
-	$(PY) examples/demo.py
+	$(PY) examples/tour.py
+
+tour: $(STAMP)  ## a tour of the API (typed keys, TTL, atomic counters, prefixes)
+	$(PY) examples/tour.py
 
 test: $(STAMP)  ## install everything, then lint, type-check and run every test
 	bash scripts/system-deps.sh
