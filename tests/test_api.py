@@ -189,6 +189,13 @@ def test_memory_url() -> None:
     storage = storage_from_url("memory://", ttl=5, max_size=10)
     assert isinstance(storage, MemoryStorage)
     assert storage.default_ttl == 5
+    from_query = storage_from_url("memory://?ttl=7&max_size=3")
+    assert from_query.default_ttl == 7
+    assert "max_size=3" in repr(from_query)
+    with pytest.raises(ConfigurationError, match="bogus"):
+        storage_from_url("memory://?bogus=1")
+    with pytest.raises(ConfigurationError):
+        storage_from_url("memory://?ttl=soon")
 
 
 @pytest.mark.parametrize("url", ["nope://x", "MEMCACHE://localhost"])

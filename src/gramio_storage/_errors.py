@@ -64,6 +64,8 @@ class StorageError(Exception):
     backend: str | None
 
     def __init__(self, message: str, *, key: str | None = None, backend: str | None = None):
+        if backend and backend not in message:
+            message = f"{message} [{backend} backend]"
         super().__init__(message)
         self.key = key
         self.backend = backend

@@ -15,6 +15,7 @@ import asyncio
 import copy
 import heapq
 import time
+import urllib.parse
 import weakref
 from collections.abc import AsyncIterator, Callable, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -164,8 +165,23 @@ class MemoryStorage(BaseStorage):
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> MemoryStorage:
-        """Build from ``memory://`` (options such as ``ttl`` or ``max_size`` as keywords)."""
-        return cls(**options)
+        """Build from ``memory://``, optionally ``memory://?ttl=60&max_size=1000``.
+
+        Keyword ``options`` (``ttl``, ``max_size``, ``codec``...) override the query string.
+        """
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query, strict_parsing=False)
+        parsed: dict[str, Any] = {}
+        try:
+            if "ttl" in query:
+                parsed["ttl"] = float(query["ttl"][-1])
+            if "max_size" in query:
+                parsed["max_size"] = int(query["max_size"][-1])
+        except ValueError as e:
+            raise ConfigurationError(f"Invalid memory:// URL option in {url!r}: {e}") from e
+        unknown = set(query) - {"ttl", "max_size"}
+        if unknown:
+            raise ConfigurationError(f"Unknown memory:// URL options: {sorted(unknown)}")
+        return cls(**{**parsed, **options})
 
     def _repr_fields(self) -> dict[str, object]:
         fields: dict[str, object] = {}
