@@ -29,7 +29,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-from ._errors import DecodeError, MissingDependencyError
+from ._errors import DecodeError, MissingDependencyError, UnsupportedOperationError
 from ._protocol import TTL
 from ._storage import BaseStorage
 from .session import Session, SessionManager
@@ -60,7 +60,8 @@ class AiogramStorage(_AiogramBaseStorage):
     delete the record, ``get_data`` of nothing is ``{}``, non-dict data raises aiogram's
     ``DataNotDictLikeError``. ``update_data`` is a single atomic
     :meth:`~gramio_storage.BaseStorage.update`, so two updates racing on one user (or two bot
-    processes) never lose a field: aiogram's own storages read and write in two steps.
+    processes) never lose a field: aiogram's own storages read and write in two steps. On a
+    backend without atomic updates (Cloudflare KV) it falls back to aiogram's read-then-write.
 
     States are stored as JSON strings (``"Form:name"``); a raw state written by aiogram's
     ``RedisStorage`` (``Form:name``) is read as well. Data is a JSON object, in both directions
@@ -95,6 +96,7 @@ class AiogramStorage(_AiogramBaseStorage):
         self.state_ttl = state_ttl
         self.data_ttl = data_ttl
         self._owns_storage = False
+        self._atomic = True  # until the backend says it cannot update() atomically
         # A storage keeping references (MemoryStorage(codec=None)) returns its own objects: copy
         # them, as aiogram's MemoryStorage does, so a handler cannot mutate the store by accident.
         self._copy = not isinstance(storage.codec.encode({}), bytes)
@@ -195,8 +197,16 @@ class AiogramStorage(_AiogramBaseStorage):
             current.update(patch)  # ``current`` is update()'s private copy
             return current
 
-        result = await self.storage.update(name, merge, ttl=self.data_ttl)
-        return result.copy()  # type: ignore[no-any-return]
+        if self._atomic:
+            try:
+                result = await self.storage.update(name, merge, ttl=self.data_ttl)
+                return result.copy()  # type: ignore[no-any-return]
+            except UnsupportedOperationError:
+                # Cloudflare KV has no atomic update: do what aiogram does (read, then write).
+                self._atomic = False
+        result = merge(await self.storage.get(name))
+        await self.storage.set(name, result, ttl=self.data_ttl)
+        return result.copy()
 
     def _not_a_dict(self, name: str, value: object) -> DecodeError:
         return DecodeError(
