@@ -22,6 +22,7 @@ cache. Atomic operations (``add``, ``incr``, ``update``) are single UPSERT state
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import random
@@ -59,12 +60,41 @@ __all__ = ["SQLiteStorage"]
 _TABLE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _SCAN_PAGE = 500  # keys per keyset page of keys()
 _CLEAR_PAGE = 1000  # rows per transaction of clear()
-_SWEEP_BATCH = 1000  # expired rows deleted per sweep step (bounds the pause)
+_SWEEP_BATCH = 1000  # expired rows deleted per sweep step (bounds the pause); in _SQL too
 _CHECKPOINT_EVERY = 500  # writes between checkpoints (about 1-3 WAL pages each)
 _MAX_CHUNK = 512  # keys per IN (...) list, below any SQLite's variable limit
 _BUSY = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED (primary result codes)
 _TOOBIG = 18  # SQLITE_TOOBIG
 _UNAVAILABLE = frozenset({14, 26})  # SQLITE_CANTOPEN, SQLITE_NOTADB
+
+# Statement templates; {t} is the quoted table name.
+_SQL = {
+    "get": "SELECT value, expires_at FROM {t} WHERE key = ?",
+    "expiry": "SELECT expires_at FROM {t} WHERE key = ?",
+    # An in-place UPSERT is ~4x faster than INSERT OR REPLACE (no delete + reinsert).
+    "set": (
+        "INSERT INTO {t} (key, value, expires_at) VALUES (?, ?, ?) ON CONFLICT (key) "
+        "DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at"
+    ),
+    # add: insert, or take over an expired row; a live row is left alone (rowcount 0).
+    "add": (
+        "INSERT INTO {t} (key, value, expires_at) VALUES (?, ?, ?) ON CONFLICT (key) "
+        "DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at "
+        "WHERE expires_at IS NOT NULL AND expires_at <= ?"
+    ),
+    # The "live" condition, (expires_at IS NULL OR expires_at > ?), takes the current time.
+    "delete": "DELETE FROM {t} WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)",
+    "get_many": "SELECT key, value, expires_at FROM {t} WHERE key IN ",
+    "delete_many": "DELETE FROM {t} WHERE (expires_at IS NULL OR expires_at > ?) AND key IN ",
+    "scan_first": "SELECT key FROM {t} WHERE key >= ? AND (expires_at IS NULL OR expires_at > ?)",
+    "scan": "SELECT key FROM {t} WHERE key > ? AND (expires_at IS NULL OR expires_at > ?)",
+    "clear_page": "SELECT key, expires_at FROM {t} WHERE key >= ?",
+    "clear_delete": "DELETE FROM {t} WHERE key >= ? AND key <= ?",
+    # Batched (LIMIT 1000, see _SWEEP_BATCH), found through the partial index on expires_at.
+    "sweep": (
+        "DELETE FROM {t} WHERE key IN (SELECT key FROM {t} WHERE expires_at <= ? LIMIT 1000)"
+    ),
+}
 
 
 class SQLiteStorage(BaseStorage):
@@ -153,39 +183,24 @@ class SQLiteStorage(BaseStorage):
         self._checkpointing: asyncio.Future[None] | None = None
         self._ckpt_conn: sqlite3.Connection | None = None
 
-        t = f'"{table}"'
-        live = "(expires_at IS NULL OR expires_at > ?)"
-        self._q_get = f"SELECT value, expires_at FROM {t} WHERE key = ?"
-        self._q_exp = f"SELECT expires_at FROM {t} WHERE key = ?"
-        # An in-place UPSERT is ~4x faster than INSERT OR REPLACE (no delete + reinsert).
-        self._q_set = (
-            f"INSERT INTO {t} (key, value, expires_at) VALUES (?, ?, ?) ON CONFLICT (key) "
-            "DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at"
-        )
-        # add: insert, or take over an expired row; a live row is left alone (rowcount 0).
-        self._q_add = (
-            f"INSERT INTO {t} (key, value, expires_at) VALUES (?, ?, ?) ON CONFLICT (key) "
-            "DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at "
-            "WHERE expires_at IS NOT NULL AND expires_at <= ?"
-        )
-        self._q_delete = f"DELETE FROM {t} WHERE key = ? AND {live}"
-        self._q_many = f"SELECT key, value, expires_at FROM {t} WHERE key IN "
-        self._q_delete_many = f"DELETE FROM {t} WHERE {live} AND key IN "
-        self._q_scan = f"SELECT key FROM {t} WHERE key > ? AND {live}"
-        self._q_scan_first = f"SELECT key FROM {t} WHERE key >= ? AND {live}"
-        self._q_clear = f"SELECT key, expires_at FROM {t} WHERE key >= ?"
-        self._q_clear_del = f"DELETE FROM {t} WHERE key >= ? AND key <= ?"
-        self._q_sweep = (
-            f"DELETE FROM {t} WHERE key IN "
-            f"(SELECT key FROM {t} WHERE expires_at <= ? LIMIT {_SWEEP_BATCH})"
-        )
+        # The only SQL built from text: the table name, validated as an identifier above.
+        sql = {name: text.format(t=f'"{table}"') for name, text in _SQL.items()}
+        self._q_get = sql["get"]
+        self._q_exp = sql["expiry"]
+        self._q_set = sql["set"]
+        self._q_add = sql["add"]
+        self._q_delete = sql["delete"]
+        self._q_many = sql["get_many"]
+        self._q_delete_many = sql["delete_many"]
+        self._q_scan_first = sql["scan_first"]
+        self._q_scan = sql["scan"]
+        self._q_clear = sql["clear_page"]
+        self._q_clear_del = sql["clear_delete"]
+        self._q_sweep = sql["sweep"]
         self._conn = self._connect()
         self._cur = self._conn.cursor()
         self._ex = self._cur.execute
-        try:
-            variables = self._conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-        except (AttributeError, sqlite3.Error):  # pragma: no cover - getlimit is 3.11+
-            variables = 999
+        variables = self._conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
         # A power of two (IN lists are padded to one) leaving a variable for the clock.
         self._chunk = 1 << (min(_MAX_CHUNK, variables - 1).bit_length() - 1)
         self._start_sweeping()
@@ -368,7 +383,8 @@ class SQLiteStorage(BaseStorage):
         delay = 0.0005
         while True:
             # Jitter keeps processes that collided from colliding again in lockstep.
-            await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())) * random.random())
+            pause = min(delay, max(0.0, deadline - time.monotonic()))
+            await asyncio.sleep(pause * random.random())  # noqa: S311 - jitter, not secrets
             try:
                 return fn(*args)
             except sqlite3.Error as e:
@@ -391,7 +407,7 @@ class SQLiteStorage(BaseStorage):
         INTEGER or REAL cell, which is turned back into JSON here.
         """
         if value.__class__ is bytes:
-            return value  # type: ignore[no-any-return]
+            return value
         if value.__class__ is int:
             return b"%d" % value
         if value.__class__ is float:
@@ -420,7 +436,7 @@ class SQLiteStorage(BaseStorage):
         if expires_at is not None and expires_at <= self._clock():
             self._start_sweeping()
             return None
-        return value if value.__class__ is bytes else self._cell(value)  # type: ignore[no-any-return]
+        return value if value.__class__ is bytes else self._cell(value)
 
     def _fetch(self, sql: str, key: str) -> Any:
         return self._ex(sql, (key,)).fetchone()
@@ -451,7 +467,9 @@ class SQLiteStorage(BaseStorage):
         try:
             found = self._get_many_now(keys)
         except sqlite3.Error as e:
-            found = await self._again("get_many", self._get_many_now, (keys,), keys[0] if keys else None, e)
+            found = await self._again(
+                "get_many", self._get_many_now, (keys,), keys[0] if keys else None, e
+            )
         now = self._clock()
         cell = self._cell
         out: list[bytes | None] = []
@@ -522,7 +540,7 @@ class SQLiteStorage(BaseStorage):
             self._wrote(ttl, 0)
 
     def _write(self, sql: str, params: tuple[Any, ...]) -> int:
-        return self._ex(sql, params).rowcount  # type: ignore[no-any-return]
+        return self._ex(sql, params).rowcount
 
     def _wrote(self, ttl: float | None = None, count: int = 1) -> None:
         """Bookkeeping after a write: checkpoint now and then, sweep if TTLs are in use."""
@@ -539,7 +557,7 @@ class SQLiteStorage(BaseStorage):
         except sqlite3.Error as e:
             count = await self._again("delete", self._write, (self._q_delete, params), key, e)
         self._wrote()
-        return count > 0  # type: ignore[no-any-return]
+        return count > 0
 
     async def _set_many(self, items: Sequence[tuple[str, bytes]], ttl: float | None) -> None:
         expires_at = self._expiry(ttl)
@@ -566,7 +584,7 @@ class SQLiteStorage(BaseStorage):
         except sqlite3.Error as e:
             count = await self._again("delete_many", self._delete_many_now, (keys,), keys[0], e)
         self._wrote(count=count)
-        return count  # type: ignore[no-any-return]
+        return count
 
     def _delete_many_now(self, keys: Sequence[str]) -> int:
         unique = list(dict.fromkeys(keys))
@@ -637,7 +655,7 @@ class SQLiteStorage(BaseStorage):
         except sqlite3.Error as e:
             count = await self._again("add", self._write, (self._q_add, params), key, e)
         self._wrote(ttl)
-        return count > 0  # type: ignore[no-any-return]
+        return count > 0
 
     async def _incr(self, key: str, amount: int, ttl: float | None) -> int:
         try:
@@ -645,7 +663,7 @@ class SQLiteStorage(BaseStorage):
         except sqlite3.Error as e:
             value = await self._again("incr", self._incr_now, (key, amount, ttl), key, e)
         self._wrote(ttl)
-        return value  # type: ignore[no-any-return]
+        return value
 
     def _incr_now(self, key: str, amount: int, ttl: float | None) -> int:
         ex = self._ex
@@ -760,10 +778,9 @@ class SQLiteStorage(BaseStorage):
             # Fold the WAL into the database off the loop, so the implicit checkpoint SQLite
             # runs when the last connection closes finds nothing left to sync.
             loop = asyncio.get_running_loop()
-            try:
+            # A failure (another process busy) is fine: a later checkpoint catches up.
+            with contextlib.suppress(sqlite3.Error):
                 await loop.run_in_executor(None, self._checkpoint, "PASSIVE")
-            except sqlite3.Error:  # busy with another process: it will checkpoint later
-                pass
             if self._ckpt_conn is not None:
                 self._ckpt_conn.close()
                 self._ckpt_conn = None
@@ -779,11 +796,7 @@ def _sweep(ref: weakref.ref[SQLiteStorage]) -> None:
 
 
 def _positive(value: object, name: str) -> None:
-    if (
-        not isinstance(value, (int, float))
-        or isinstance(value, bool)
-        or not (0 < value < math.inf)
-    ):
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not (0 < value < math.inf):
         raise ConfigurationError(
             f"{name} must be a positive number of seconds, got {value!r}", backend="sqlite"
         )
