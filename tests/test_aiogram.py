@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import itertools
+import os
 import subprocess
 import sys
 import time
@@ -59,7 +60,10 @@ class RecordingSession(BaseSession):
         self._ids = itertools.count(1000)
 
     async def make_request(
-        self, bot: Bot, method: TelegramMethod[Any], timeout: int | None = None  # noqa: ASYNC109
+        self,
+        bot: Bot,
+        method: TelegramMethod[Any],
+        timeout: int | None = None,  # noqa: ASYNC109
     ) -> Any:
         params = method.model_dump(exclude_none=True)
         self.calls.append((type(method).__name__, params))
@@ -601,18 +605,38 @@ def _run_demo(*args: str) -> str:
     ).stdout
 
 
-def test_the_demo_remembers_its_first_run(tmp_path: Path) -> None:
+def test_the_demo_continues_where_the_previous_run_stopped(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'demo.db'}"
     first = _run_demo("--storage", url)
-    second = _run_demo("--storage", url)
-    assert "/count" in first
-    assert "You pressed /count 1 time" in first
-    assert "Nice to meet you, Alice (30)" in first
-    # The second run picks up where the first one stopped: counter and profile survived.
-    assert "You pressed /count 4 time" in second
-    assert "Welcome back, Alice (30)" in second
+    assert "(first run)" in first
+    assert "You pressed /count 2 times." in first
+    assert first.rstrip().splitlines()[-1].startswith("Run it again")
+    assert 'fsm:100:100:state = "Registration:age"' in first  # stopped mid-form
+
+    second = _run_demo("--storage", url)  # a new process: the form's state survived
+    assert "Welcome back, Alice! You were about to tell me your age." in second
+    assert "Please send your age as a number." in second
+    assert "Nice to meet you, Alice (30)!" in second
+    assert "You pressed /count 3 times." in second
+    assert "fsm:" not in second.split("stored")[1]  # the finished form left nothing behind
+
+    third = _run_demo("--storage", url)
+    assert "Welcome back, Alice (30)!" in third
+    assert "You pressed /count 4 times." in third
+
+    again = _run_demo("--storage", url, "--reset")
+    assert "(first run)" in again
+    assert "You pressed /count 1 time." in again
 
 
-def test_the_demo_runs_on_memory() -> None:
-    out = _run_demo("--storage", "memory://")
-    assert "Nice to meet you, Alice (30)" in out
+def test_the_demo_runs_on_memory_and_takes_the_url_from_the_environment() -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "bot_demo.py")],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+        env={**os.environ, "GRAMIO_DEMO_STORAGE": "memory://"},
+    ).stdout
+    assert "storage: memory:// (first run)" in out
+    assert "How old are you, Alice?" in out
