@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING
 
 from .._errors import (
     ConfigurationError,
@@ -27,9 +27,6 @@ from ._context import (
     Context,
 )
 from ._secrets import Secrets, load_env_file, process_environ
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["build_parser", "main"]
 
@@ -87,51 +84,86 @@ def _positive_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used to render ``--help`` in the docs)."""
-    from . import _inspect as i  # noqa: PLC0415
-    from . import _transfer as t  # noqa: PLC0415
+    from . import _inspect as i
+    from . import _transfer as t
 
     # Options accepted before or after the command; SUPPRESS keeps a subcommand's default
     # from overwriting a value given before the command.
     common = argparse.ArgumentParser(add_help=False)
     g = common.add_argument_group("global options")
-    g.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                   help="show the full traceback on errors")
-    g.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
-                   help="no informational lines or progress bars on stderr")
-    g.add_argument("--env-file", metavar="FILE", default=argparse.SUPPRESS,
-                   help="load ${NAME} variables from a dotenv file (the environment wins)")
+    g.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show the full traceback on errors",
+    )
+    g.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="no informational lines or progress bars on stderr",
+    )
+    g.add_argument(
+        "--env-file",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="load ${NAME} variables from a dotenv file (the environment wins)",
+    )
 
     parser = argparse.ArgumentParser(
-        prog=PROG, description=_DESCRIPTION, epilog=_EPILOG, parents=[common],
+        prog=PROG,
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        parents=[common],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    from .. import __version__  # noqa: PLC0415
+    from .. import __version__
 
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def command(name: str, func: Command, help: str, description: str | None = None) -> argparse.ArgumentParser:
+    def command(
+        name: str, func: Command, help: str, description: str | None = None
+    ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=description or help, parents=[common])
         p.set_defaults(func=func)
         return p
 
     def batch(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--batch-size", type=_positive_int, default=500, metavar="N",
-                       help="keys per round trip (default: 500)")
+        p.add_argument(
+            "--batch-size",
+            type=_positive_int,
+            default=500,
+            metavar="N",
+            help="keys per round trip (default: 500)",
+        )
 
     def overwrite(p: argparse.ArgumentParser, what: str) -> None:
-        p.add_argument("--overwrite", action=argparse.BooleanOptionalAction, default=True,
-                       help=f"replace keys that already exist in {what} (default); "
-                            "--no-overwrite leaves them alone")
-        p.add_argument("--dry-run", action="store_true",
-                       help="read everything and report what would be written; write nothing")
+        p.add_argument(
+            "--overwrite",
+            action=argparse.BooleanOptionalAction,
+            default=True,
+            help=f"replace keys that already exist in {what} (default); "
+            "--no-overwrite leaves them alone",
+        )
+        p.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="read everything and report what would be written; write nothing",
+        )
         p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
 
     p = command("ls", i.cmd_ls, "list keys with their TTL and value size")
     p.add_argument("url", metavar="URL")
     p.add_argument("--prefix", default="", help="only keys starting with this (literally)")
-    p.add_argument("--limit", type=int, default=1000, metavar="N",
-                   help="list at most N keys (default: 1000; 0: all)")
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="list at most N keys (default: 1000; 0: all)",
+    )
     p.add_argument("--json", action="store_true", help="a JSON array of {key, ttl, size}")
 
     p = command("get", i.cmd_get, "print the value stored under KEY (pretty JSON)")
@@ -139,9 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("key", metavar="KEY")
     p.add_argument("--raw", action="store_true", help="the stored bytes, exactly")
 
-    p = command("set", i.cmd_set, "store a JSON VALUE under KEY",
-                "Store a JSON VALUE under KEY ('-' reads it from stdin). A string must be "
-                "quoted as JSON: '\"hello\"'.")
+    p = command(
+        "set",
+        i.cmd_set,
+        "store a JSON VALUE under KEY",
+        "Store a JSON VALUE under KEY ('-' reads it from stdin). A string must be "
+        "quoted as JSON: '\"hello\"'.",
+    )
     p.add_argument("url", metavar="URL")
     p.add_argument("key", metavar="KEY")
     p.add_argument("value", metavar="VALUE")
@@ -165,28 +201,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=10, help="prefix groups shown (default: 10)")
     p.add_argument("--json", action="store_true", help="print the statistics as JSON")
 
-    p = command("export", t.cmd_export, "write keys as JSON Lines {key, value, ttl}",
-                "Write keys as JSON Lines, one {key, value, ttl} object per line, streaming. "
-                "With -o the file appears only once the export is complete.")
+    p = command(
+        "export",
+        t.cmd_export,
+        "write keys as JSON Lines {key, value, ttl}",
+        "Write keys as JSON Lines, one {key, value, ttl} object per line, streaming. "
+        "With -o the file appears only once the export is complete.",
+    )
     p.add_argument("url", metavar="URL")
     p.add_argument("--prefix", default="", help="only keys starting with this (literally)")
     p.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
     batch(p)
 
-    p = command("import", t.cmd_import, "load a JSON Lines export (TTLs restored)",
-                "Load a JSON Lines export. The whole input is validated first, so a malformed "
-                "line writes nothing; --no-validate streams in one pass instead.")
+    p = command(
+        "import",
+        t.cmd_import,
+        "load a JSON Lines export (TTLs restored)",
+        "Load a JSON Lines export. The whole input is validated first, so a malformed "
+        "line writes nothing; --no-validate streams in one pass instead.",
+    )
     p.add_argument("url", metavar="URL")
     p.add_argument("file", metavar="FILE", nargs="?", help="the export (default: stdin)")
-    p.add_argument("--no-validate", action="store_true",
-                   help="one pass: a malformed line stops the import after earlier lines "
-                        "were written")
+    p.add_argument(
+        "--no-validate",
+        action="store_true",
+        help="one pass: a malformed line stops the import after earlier lines were written",
+    )
     overwrite(p, "the storage")
     batch(p)
 
-    p = command("copy", t.cmd_copy, "copy keys from SRC_URL to DST_URL (TTLs preserved)",
-                "Copy keys between storages, batched, TTLs preserved. Safe to rerun after an "
-                "interruption: every key is written whole, so a rerun finishes the job.")
+    p = command(
+        "copy",
+        t.cmd_copy,
+        "copy keys from SRC_URL to DST_URL (TTLs preserved)",
+        "Copy keys between storages, batched, TTLs preserved. Safe to rerun after an "
+        "interruption: every key is written whole, so a rerun finishes the job.",
+    )
     p.add_argument("src", metavar="SRC_URL")
     p.add_argument("dst", metavar="DST_URL")
     p.add_argument("--prefix", default="", help="only keys starting with this (literally)")
@@ -225,7 +275,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if env_file is not None:
             secrets = Secrets(process_environ(load_env_file(env_file)))
         ctx = Context(secrets, quiet=getattr(args, "quiet", False))
-        return asyncio.run(args.func(ctx, args))
+        code: int = asyncio.run(args.func(ctx, args))
+        return code
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -254,8 +305,6 @@ def _report(error: BaseException, secrets: Secrets, debug: bool, unexpected: boo
 
 def _silence_stdout() -> None:
     # Python flushes stdout at exit and would complain about the closed pipe a second time.
-    import os  # noqa: PLC0415
-
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

@@ -64,7 +64,7 @@ class Context:
 
     def open(self, url: str, what: str = "URL") -> BaseStorage:
         """Build the storage a URL names (after ``${VAR}`` expansion)."""
-        from .._registry import storage_from_url  # noqa: PLC0415 - keeps --help fast
+        from .._registry import storage_from_url  # keeps --help fast
 
         return storage_from_url(self.secrets.expand(url, what))
 

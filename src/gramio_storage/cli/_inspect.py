@@ -12,6 +12,7 @@ import msgspec
 from .._errors import KeyNotFoundError
 from ._context import NotFoundError, UsageError
 from ._raw import DEFAULT_BATCH, Reader, batched_keys
+from ._secrets import mask_url
 from ._ui import fmt_size, fmt_ttl, print_table, progress, wants_progress, write_json
 
 if TYPE_CHECKING:
@@ -116,7 +117,7 @@ def parse_json_value(text: str, what: str = "VALUE") -> Any:
         return msgspec.json.decode(data)
     except msgspec.DecodeError as e:
         hint = ""
-        if text and text[0] not in "{[\"-0123456789tfn":
+        if text and text[0] not in '{["-0123456789tfn':
             hint = f"; to store the string, quote it as JSON: '\"{text[:20]}\"'"
         raise UsageError(f"{what} is not valid JSON: {e}{hint}") from e
 
@@ -201,22 +202,25 @@ async def cmd_stats(ctx: Context, args: argparse.Namespace) -> int:
                 bar.advance(len(entries))
         ttl_supported = reader.ttl_supported
     top = heapq.nlargest(args.top, prefixes.items(), key=lambda item: (item[1][0], item[1][1]))
-    result = {
-        "keys": count,
-        "bytes": size,
-        "keys_with_ttl": with_ttl if ttl_supported else None,
-        "largest_value": largest,
-        "soonest_expiry": _ttl_out(soonest),
-        "prefix": args.prefix,
-        "top_prefixes": [
-            {"prefix": args.prefix + p if p not in ("(none)", "(other)") else p,
-             "keys": c, "bytes": b}
-            for p, (c, b) in top
-        ],
-    }
+    groups = [
+        {"prefix": p if p in ("(none)", "(other)") else args.prefix + p, "keys": c, "bytes": b}
+        for p, (c, b) in top
+    ]
     if args.json:
-        write_json(result)
+        write_json(
+            {
+                "keys": count,
+                "bytes": size,
+                "keys_with_ttl": with_ttl if ttl_supported else None,
+                "largest_value": largest,
+                "soonest_expiry": _ttl_out(soonest),
+                "prefix": args.prefix,
+                "top_prefixes": groups,
+            }
+        )
         return 0
+    where = mask_url(args.url) + (f" (prefix {args.prefix!r})" if args.prefix else "")
+    print(ctx.secrets.scrub(where))
     print_table(
         [("", "left"), ("", "right")],
         [
@@ -227,22 +231,20 @@ async def cmd_stats(ctx: Context, args: argparse.Namespace) -> int:
             ("keys with TTL", f"{with_ttl:,}" if ttl_supported else "unknown"),
             ("soonest expiry", fmt_ttl(soonest) if soonest is not None else "-"),
         ],
-        title=f"{ctx.secrets.scrub(_mask(args.url))}" + (f" prefix {args.prefix!r}" if args.prefix else ""),
+        header=False,
     )
-    if top:
+    if groups:
+        print(f"top prefixes (depth {args.depth}, separator {args.separator!r})")
         print_table(
             [("PREFIX", "left"), ("KEYS", "right"), ("SHARE", "right"), ("SIZE", "right")],
             [
-                (item["prefix"], f"{item['keys']:,}", f"{100 * item['keys'] / count:.1f}%",
-                 fmt_size(item["bytes"]))
-                for item in result["top_prefixes"]  # type: ignore[attr-defined]
+                (
+                    str(g["prefix"]),
+                    f"{g['keys']:,}",
+                    f"{100 * int(g['keys']) / count:.1f}%",
+                    fmt_size(int(g["bytes"])),
+                )
+                for g in groups
             ],
-            title=f"top prefixes (depth {args.depth}, separator {args.separator!r})",
         )
     return 0
-
-
-def _mask(url: str) -> str:
-    from ._secrets import mask_url  # noqa: PLC0415
-
-    return mask_url(url)

@@ -11,6 +11,9 @@ per-key-TTL bulk operations, so this module builds them:
   session keys (whose TTLs all differ by milliseconds) in few groups, at a cost of at most half
   a second of expiry.
 
+Backends whose client can do per-key TTLs in bulk natively (Redis: one pipeline per batch) use
+that instead; see :mod:`._fast`.
+
 A key whose TTL runs out between the read and the write is not written: copying it would bring
 an expired value back to life.
 """
@@ -20,10 +23,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 from .._errors import KeyNotFoundError, UnsupportedOperationError
+from ._fast import GONE, bulk_io
 
 if TYPE_CHECKING:
     from .._storage import BaseStorage
@@ -40,7 +44,7 @@ _CONCURRENCY = 32
 
 @dataclass(slots=True)
 class Entry:
-    """One stored key: its full name, its bytes, and its deadline on the monotonic clock."""
+    """One stored key: its name (relative to the storage's prefix), bytes and deadline."""
 
     key: str
     data: bytes
@@ -54,10 +58,15 @@ class Entry:
 async def batched_keys(
     storage: BaseStorage, prefix: str, size: int = DEFAULT_BATCH
 ) -> AsyncIterator[list[str]]:
-    """Yield the full keys starting with ``prefix`` in lists of at most ``size``."""
+    """Yield the keys starting with ``prefix`` in lists of at most ``size``.
+
+    Keys are relative to the storage's own prefix (a ``prefix=`` given at construction), like
+    :meth:`BaseStorage.keys` returns them; :class:`Reader` and :class:`Writer` add it back.
+    """
+    cut = len(storage.prefix)
     batch: list[str] = []
     async for key in storage._root._scan(storage.prefix + prefix):
-        batch.append(key)
+        batch.append(key[cut:])
         if len(batch) >= size:
             yield batch
             batch = []
@@ -87,24 +96,35 @@ class Reader:
 
     def __init__(self, storage: BaseStorage) -> None:
         self._root = storage._root
+        self._prefix = storage.prefix
+        self._bulk = bulk_io(storage._root)
         self.ttl_supported = True
 
     async def read(self, keys: Sequence[str]) -> list[Entry]:
         """Return the entries of ``keys`` that exist, in order; vanished keys are left out."""
-        values = await self._root._get_many(keys)
+        p = self._prefix
+        full = [p + k for k in keys] if p else keys
+        if self._bulk is not None:
+            now = time.monotonic()
+            return [
+                Entry(k, bytes(v), None if ttl is None else now + ttl)
+                for k, (v, ttl) in zip(keys, await self._bulk.read(full), strict=True)
+                if v is not None and ttl != GONE
+            ]
+        values = await self._root._get_many(full)
         found = [(k, v) for k, v in zip(keys, values, strict=True) if v is not None]
         if not found:
             return []
         now = time.monotonic()
-        ttls = await self.ttls([k for k, _ in found])
+        ttls = await self.ttls([p + k for k, _ in found])
         return [
             Entry(k, bytes(v), None if ttl is None else now + ttl)
             for (k, v), ttl in zip(found, ttls, strict=True)
-            if ttl is not _GONE
+            if ttl != GONE
         ]
 
     async def ttls(self, keys: Sequence[str]) -> list[float | None]:
-        """TTL of each key; ``_GONE`` (a negative number) for keys that expired meanwhile."""
+        """TTL of each key; ``GONE`` (a negative number) for keys that expired meanwhile."""
         if not self.ttl_supported:
             return [None] * len(keys)
         ttl = self._root._ttl
@@ -114,7 +134,7 @@ class Reader:
                 try:
                     return await ttl(key)
                 except KeyNotFoundError:
-                    return _GONE
+                    return GONE
                 except UnsupportedOperationError:
                     self.ttl_supported = False
                     return None
@@ -122,9 +142,6 @@ class Reader:
             return one
 
         return await _bounded([call(k) for k in keys])
-
-
-_GONE = -1.0  # sentinel TTL for "the key expired between the value read and the TTL read"
 
 
 @dataclass(slots=True)
@@ -137,7 +154,6 @@ class WriteStats:
     expired: int = 0
     ttl_raised: int = 0  # TTLs lifted to the destination's minimum (Cloudflare KV: 60 s)
     bytes: int = 0
-    groups: int = field(default=0, repr=False)
 
 
 class Writer:
@@ -153,7 +169,9 @@ class Writer:
 
     def __init__(self, storage: BaseStorage, *, overwrite: bool = True, dry_run: bool = False):
         self._root = storage._root
+        self._prefix = storage.prefix
         self._min_ttl = float(storage.min_ttl)
+        self._bulk = bulk_io(storage._root)
         self.overwrite = overwrite
         self.dry_run = dry_run
         self.stats = WriteStats()
@@ -162,41 +180,60 @@ class Writer:
         """Write one batch. A key listed twice keeps its last entry."""
         if not entries:
             return
-        unique = {e.key: e for e in entries}
-        batch = list(unique.values())
-        if not self.overwrite or self.dry_run:
-            present = await self._root._get_many([e.key for e in batch])
-            exists = [p is not None for p in present]
-            if self.overwrite:
-                self.stats.replaced += sum(exists)
-            else:
-                self.stats.skipped += sum(exists)
-                batch = [e for e, ex in zip(batch, exists, strict=True) if not ex]
-        groups: dict[float | None, list[tuple[str, bytes]]] = {}
-        now = time.monotonic()
+        p = self._prefix
         stats = self.stats
-        for entry in batch:
+        unique = {p + e.key: e for e in entries}
+        nx = not self.overwrite
+        if self.dry_run or (nx and self._bulk is None):
+            present = await self._root._get_many(list(unique))
+            existing = [k for k, v in zip(unique, present, strict=True) if v is not None]
+            if nx:
+                stats.skipped += len(existing)
+                for k in existing:
+                    del unique[k]
+            else:
+                stats.replaced += len(existing)
+        now = time.monotonic()
+        items: list[tuple[str, bytes, float | None]] = []
+        for key, entry in unique.items():
             ttl = entry.ttl(now)
             if ttl is not None:
                 if ttl <= 0:
                     stats.expired += 1
                     continue
-                # Whole seconds keep a batch in few groups; under a second stays exact.
-                ttl = float(round(ttl)) if ttl >= 1 else ttl
                 if ttl < self._min_ttl:
                     ttl = self._min_ttl
                     stats.ttl_raised += 1
-            groups.setdefault(ttl, []).append((entry.key, entry.data))
-            stats.bytes += len(entry.data)
-        count = sum(len(items) for items in groups.values())
+            items.append((key, entry.data, ttl))
         if self.dry_run:
-            stats.written += count
-            return
+            stats.written += len(items)
+            stats.bytes += sum(len(data) for _, data, _ in items)
+        elif self._bulk is not None:
+            done = await self._bulk.write(items, nx)
+            for (_, data, _), ok in zip(items, done, strict=True):
+                if ok:
+                    stats.written += 1
+                    stats.bytes += len(data)
+                else:
+                    stats.skipped += 1
+        else:
+            await self._write_groups(items)
+
+    async def _write_groups(self, items: list[tuple[str, bytes, float | None]]) -> None:
+        groups: dict[float | None, list[tuple[str, bytes]]] = {}
+        for key, data, ttl in items:
+            if ttl is not None and ttl >= 1:
+                # Whole seconds keep a batch in few groups; under a second stays exact. A
+                # rounded TTL never drops below the backend's minimum: that is a whole number.
+                ttl = float(round(ttl))
+            groups.setdefault(ttl, []).append((key, data))
         set_many = self._root._set_many
 
-        def call(items: list[tuple[str, bytes]], ttl: float | None) -> Callable[[], Awaitable[None]]:
-            return lambda: set_many(items, ttl)
+        def call(
+            group: list[tuple[str, bytes]], ttl: float | None
+        ) -> Callable[[], Awaitable[None]]:
+            return lambda: set_many(group, ttl)
 
-        await _bounded([call(items, ttl) for ttl, items in groups.items()])
-        stats.written += count
-        stats.groups += len(groups)
+        await _bounded([call(group, ttl) for ttl, group in groups.items()])
+        self.stats.written += len(items)
+        self.stats.bytes += sum(len(data) for _, data, _ in items)

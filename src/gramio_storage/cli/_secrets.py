@@ -24,6 +24,9 @@ _MASK = "***"
 # Values shorter than this are not scrubbed from free text: replacing every "a" in a message
 # because a variable held "a" would garble it, and such a value protects nothing.
 _MIN_SCRUB = 3
+# Environment variables whose values are credentials even when no URL mentions them (a backend
+# may read CLOUDFLARE_API_TOKEN itself): their values are scrubbed from output too.
+_SECRET_ENV = re.compile(r"PASSWORD|PASSWD|TOKEN|SECRET|API_KEY|CREDENTIAL|_DSN$|_URL$", re.I)
 
 
 def load_env_file(path: str) -> dict[str, str]:
@@ -65,6 +68,13 @@ class Secrets:
     def __init__(self, environ: dict[str, str]) -> None:
         self._environ = environ
         self._secrets: set[str] = set()
+        for name, value in environ.items():
+            if _SECRET_ENV.search(name):
+                if name.upper().endswith(("_URL", "_DSN")):
+                    for secret in _url_secrets(value):
+                        self._remember(secret)
+                else:
+                    self._remember(value)
 
     def expand(self, url: str, what: str = "URL") -> str:
         """Replace ``${VAR}`` references in ``url`` and remember the URL's secrets.
@@ -124,6 +134,8 @@ def mask_url(url: str) -> str:
     try:
         parts = urlsplit(url)
         netloc = parts.netloc
+        if not _url_secrets(url):
+            return url  # unchanged (rebuilding would also drop the "//" of sqlite:///path)
         if "@" in netloc:
             userinfo, _, host = netloc.rpartition("@")
             user, colon, password = userinfo.partition(":")

@@ -101,7 +101,7 @@ def parse_line(line: bytes, number: int, name: str) -> tuple[str, bytes, float |
     if has_value == (record.value_base64 is not None):
         raise InputError(
             f"{name}, line {number} (key {record.key!r}): expected exactly one of "
-            "\"value\" and \"value_base64\""
+            '"value" and "value_base64"'
         )
     if has_value:
         data = bytes(record.value)
@@ -131,9 +131,10 @@ async def cmd_export(ctx: Context, args: argparse.Namespace) -> int:
     async with ctx.open(args.url) as storage:
         reader = Reader(storage)
         total = await _count(storage, args.prefix) if wants_progress(ctx.quiet) else None
-        with _output(args.output) as out, progress(
-            "exporting", total, wants_progress(ctx.quiet)
-        ) as bar:
+        with (
+            _output(args.output) as out,
+            progress("exporting", total, wants_progress(ctx.quiet)) as bar,
+        ):
             async for batch in batched_keys(storage, args.prefix, args.batch_size):
                 entries = await reader.read(batch)
                 now = time.monotonic()
@@ -163,7 +164,7 @@ def _output(path: str | None) -> Iterator[IO[bytes]]:
     assert path is not None
     target = Path(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent or ".")
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     except OSError as e:
         raise CliError(f"cannot write {path!r}: {e.strerror or e}") from e
     try:
@@ -188,8 +189,10 @@ async def _count(storage: BaseStorage, prefix: str) -> int:
 
 @contextlib.contextmanager
 def _input(path: str | None, spool: bool) -> Iterator[tuple[IO[bytes], str]]:
-    """The import source and its display name. stdin is spooled to a temporary file when it
-    must be read twice (validation pass, then import pass)."""
+    """The import source and its display name.
+
+    stdin is spooled to a temporary file when it must be read twice (validation, then import).
+    """
     if path in (None, "-"):
         if not spool:
             yield sys.stdin.buffer, "<stdin>"

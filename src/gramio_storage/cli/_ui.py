@@ -23,9 +23,9 @@ _json = msgspec.json.Encoder()
 
 def _rich() -> Any:
     try:
-        import rich.console  # noqa: PLC0415 - the [cli] extra, only for tables and bars
-        import rich.progress  # noqa: PLC0415
-        import rich.table  # noqa: PLC0415
+        import rich.console  # the [cli] extra, only for tables and bars
+        import rich.progress
+        import rich.table
     except ImportError as e:
         raise MissingDependencyError(
             f"tables and progress bars need rich, which is not installed. Install it with: "
@@ -73,6 +73,7 @@ def print_table(
     *,
     title: str | None = None,
     caption: str | None = None,
+    header: bool = True,
 ) -> None:
     """Print a table on stdout. ``columns`` are ``(header, justify)`` pairs.
 
@@ -80,10 +81,10 @@ def print_table(
         MissingDependencyError: rich is not installed.
     """
     rich = _rich()
-    table = rich.table.Table(title=title, caption=caption, title_justify="left")
-    for i, (header, justify) in enumerate(columns):
+    table = rich.table.Table(title=title, caption=caption, title_justify="left", show_header=header)
+    for i, (name, justify) in enumerate(columns):
         # The first column holds keys: never cut a key short, fold it over lines instead.
-        table.add_column(header, justify=justify, overflow="fold", no_wrap=i != 0)
+        table.add_column(name, justify=justify, overflow="fold", no_wrap=i != 0)
     for row in rows:
         table.add_row(*row)
     console = rich.console.Console(highlight=False, soft_wrap=False)
