@@ -174,6 +174,14 @@ class PostgresStorage(BaseStorage):
 
     backend_name: ClassVar[str] = "postgres"
 
+    # Class-level defaults so that repr() works even on an instance whose __init__ failed.
+    _given_pool: Any = None
+    _server = ""
+    _database = ""
+    _schema: str | None = None
+    _table = ""
+    _codec: Codec = JSON
+
     def __init__(
         self,
         dsn_or_pool: str | Any,
@@ -207,9 +215,6 @@ class PostgresStorage(BaseStorage):
         self._create = bool(create_table)
         self._secrets: list[str] = []
         self._dsn: str | None = None
-        self._given_pool: Any = None
-        self._server = ""
-        self._database = ""
         if isinstance(dsn_or_pool, str):
             self._dsn = dsn_or_pool
             self._describe_dsn(dsn_or_pool)
@@ -328,7 +333,7 @@ class PostgresStorage(BaseStorage):
             index = f"{self._table}_expires_at_idx"
         else:  # keep it unique per table without exceeding the identifier limit
             digest = hashlib.sha256(self._table.encode()).hexdigest()[:8]
-            index = f"{self._table[:40]}_{digest}_expires_at_idx"
+            index = f"{self._table[: _MAX_IDENTIFIER - 24]}_{digest}_expires_at_idx"
         if self._schema is not None:
             table = f'"{self._schema}".{table}'
             self._index_ref = f'"{self._schema}"."{index}"'
@@ -473,9 +478,11 @@ class PostgresStorage(BaseStorage):
     async def _prepare_table(self, pool: Any) -> None:
         try:
             columns = await self._columns(pool)
-            if columns and await pool.fetchval("SELECT to_regclass($1)", self._index_ref):
-                return self._check_layout(columns)
-            if not columns and not self._create:
+            if columns:
+                self._check_layout(columns)
+                if await pool.fetchval("SELECT to_regclass($1)", self._index_ref):
+                    return
+            elif not self._create:
                 raise ConfigurationError(
                     f"Table {self._table_ref} does not exist and create_table=False",
                     backend=self.backend_name,
@@ -556,7 +563,7 @@ class PostgresStorage(BaseStorage):
         kind: type[StorageError] = BackendError
         if (
             key is not None
-            and (state == "22021" or isinstance(e, asyncpg.InterfaceError))
+            and (state == "22021" or isinstance(e.__cause__, UnicodeEncodeError))
             and not _storable(key)
         ):
             return InvalidKeyError(
