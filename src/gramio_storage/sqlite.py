@@ -84,7 +84,9 @@ _SQL = {
     ),
     # The "live" condition, (expires_at IS NULL OR expires_at > ?), takes the current time.
     "delete": "DELETE FROM {t} WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)",
-    "get_many": "SELECT key, value, expires_at FROM {t} WHERE key IN ",
+    "get_many": (
+        "SELECT key, value FROM {t} WHERE (expires_at IS NULL OR expires_at > ?) AND key IN "
+    ),
     "delete_many": "DELETE FROM {t} WHERE (expires_at IS NULL OR expires_at > ?) AND key IN ",
     "scan_first": "SELECT key FROM {t} WHERE key >= ? AND (expires_at IS NULL OR expires_at > ?)",
     "scan": "SELECT key FROM {t} WHERE key > ? AND (expires_at IS NULL OR expires_at > ?)",
@@ -464,37 +466,33 @@ class SQLiteStorage(BaseStorage):
         return left
 
     async def _get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        if not keys:
+            return []
         try:
             found = self._get_many_now(keys)
         except sqlite3.Error as e:
-            found = await self._again(
-                "get_many", self._get_many_now, (keys,), keys[0] if keys else None, e
-            )
-        now = self._clock()
-        cell = self._cell
-        out: list[bytes | None] = []
-        for k in keys:
-            row = found.get(k.encode())
-            if row is None or (row[1] is not None and row[1] <= now):
-                out.append(None)
-            else:
-                out.append(cell(row[0]))
-        return out
+            found = await self._again("get_many", self._get_many_now, (keys,), keys[0], e)
+        get, cell = found.get, self._cell
+        return [
+            v if (v := get(k.encode())) is None or v.__class__ is bytes else cell(v) for k in keys
+        ]
 
-    def _get_many_now(self, keys: Sequence[str]) -> dict[bytes, tuple[Any, Any]]:
+    def _get_many_now(self, keys: Sequence[str]) -> dict[bytes, Any]:
+        """Live rows among ``keys`` as ``{key bytes: value cell}``: one statement per chunk."""
+        now = self._clock()
+        if len(keys) <= self._chunk:  # the common case: one statement, no transaction
+            sql = self._q_many + _placeholders(len(keys))
+            return dict(self._ex(sql, (now, *_padded(keys))).fetchall())
         unique = list(dict.fromkeys(keys))
-        chunks = [unique[i : i + self._chunk] for i in range(0, len(unique), self._chunk)]
-        found: dict[bytes, tuple[Any, Any]] = {}
-        if len(chunks) > 1:  # one snapshot across the chunks
-            self._ex("BEGIN")
+        found: dict[bytes, Any] = {}
+        self._ex("BEGIN")  # one snapshot across the chunks
         try:
-            for chunk in chunks:
+            for i in range(0, len(unique), self._chunk):
+                chunk = unique[i : i + self._chunk]
                 sql = self._q_many + _placeholders(len(chunk))
-                for k, value, expires_at in self._ex(sql, _padded(chunk)).fetchall():
-                    found[k] = (value, expires_at)
+                found.update(self._ex(sql, (now, *_padded(chunk))).fetchall())
         finally:
-            if len(chunks) > 1:
-                self._rollback()
+            self._rollback()
         return found
 
     async def _scan(self, prefix: str) -> AsyncIterator[str]:
@@ -839,6 +837,6 @@ def _placeholders(n: int) -> str:
     return sql
 
 
-def _padded(keys: list[str]) -> list[str]:
+def _padded(keys: Sequence[str]) -> Sequence[str]:
     size = 1 << (len(keys) - 1).bit_length()
-    return keys + [keys[0]] * (size - len(keys)) if size > len(keys) else keys
+    return [*keys, *[keys[0]] * (size - len(keys))] if size > len(keys) else keys
