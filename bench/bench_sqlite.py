@@ -303,7 +303,8 @@ async def main() -> None:
         f"msgspec {msgspec.__version__}, {platform.machine()}, {os.cpu_count()} cores"
     )
     print(
-        f"value: {len(SESSION_JSON)}-byte JSON session dict, {USERS} keys, n={n}, best of {rounds}\n"
+        f"value: {len(SESSION_JSON)}-byte JSON session dict, {USERS} keys, "
+        f"n={n}, best of {rounds}\n"
     )
 
     with tempfile.TemporaryDirectory(prefix="bench-sqlite-") as tmp:
