@@ -55,6 +55,12 @@ except ImportError as e:  # pragma: no cover - only on Python builds without _sq
         "another backend. (The extra `pip install 'gramio-storage[sqlite]'` adds nothing here.)"
     ) from e
 
+if sqlite3.sqlite_version_info < (3, 24):  # pragma: no cover - 2018; UPSERT is needed
+    raise MissingDependencyError(
+        f"SQLiteStorage needs SQLite 3.24 or newer; this Python links SQLite "
+        f"{sqlite3.sqlite_version}. Upgrade the system SQLite library or Python."
+    )
+
 __all__ = ["SQLiteStorage"]
 
 _TABLE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
