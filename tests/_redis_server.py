@@ -277,10 +277,12 @@ class RedisCluster:
     """A Redis Cluster of ``masters`` redis-server processes without replicas.
 
     Created with ``redis-cli --cluster create ... --cluster-yes``; :meth:`start` returns once
-    every node reports ``cluster_state:ok`` and knows every other node.
+    every node reports ``cluster_state:ok`` and knows every other node. A node stopped with
+    ``nodes[i].kill()`` and started again keeps its slots (its ``nodes.conf`` stays), and with
+    ``appendonly=True`` its data too.
     """
 
-    def __init__(self, masters: int = 3) -> None:
+    def __init__(self, masters: int = 3, *, appendonly: bool = False) -> None:
         if masters < 3:
             raise ValueError("redis-cli --cluster create needs at least 3 masters")
         self.cli = find_binary("redis-cli")
@@ -295,7 +297,9 @@ class RedisCluster:
             while port in ports or port + 10000 in ports:
                 port = free_port(cluster=True)
             ports.add(port)
-            self.nodes.append(RedisServer(directory, port=port, cluster=True))
+            self.nodes.append(
+                RedisServer(directory, port=port, cluster=True, appendonly=appendonly)
+            )
 
     @property
     def url(self) -> str:
@@ -379,9 +383,9 @@ def redis_server(
 
 
 @contextlib.contextmanager
-def redis_cluster(masters: int = 3) -> Iterator[RedisCluster]:
+def redis_cluster(masters: int = 3, *, appendonly: bool = False) -> Iterator[RedisCluster]:
     """Run a private Redis Cluster of ``masters`` nodes for the duration of a ``with`` block."""
-    with RedisCluster(masters) as cluster:
+    with RedisCluster(masters, appendonly=appendonly) as cluster:
         yield cluster
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
@@ -20,9 +19,10 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 import redis.exceptions as rx
+
+from _redis_child import run_workers
 from _redis_server import *  # noqa: F403  (the server fixtures: pytest looks in the globals)
 from _redis_server import RedisServer, flush, free_port, redis_server
-
 from gramio_storage import (
     MSGPACK,
     AuthenticationError,
@@ -39,8 +39,6 @@ from gramio_storage import (
 )
 from gramio_storage.redis import RedisStorage, _glob_escape
 from gramio_storage.testing import StorageTests, make_state_machine
-
-CHILD = Path(__file__).with_name("_redis_child.py")
 
 
 @pytest.fixture
@@ -550,7 +548,9 @@ async def test_reads_what_a_gramio_bot_wrote(storage: RedisStorage, raw: aioredi
         "previousStepId": 0,
         "firstTime": False,
     }
-    await raw.setex("@gramio/scenes:42", 60, json.dumps(scene, ensure_ascii=False))
+    await raw.execute_command(
+        "SETEX", "@gramio/scenes:42", 60, json.dumps(scene, ensure_ascii=False)
+    )
     await raw.set("123", json.dumps({"count": 0}))  # the session plugin's key, no TTL
     assert await storage.get("@gramio/scenes:42") == scene
     assert await storage.has("@gramio/scenes:42")
@@ -671,34 +671,8 @@ async def test_unanswered_command_times_out(redis_url: str, raw: aioredis.Redis)
 # ------------------------------------------------------------------------------ processes
 
 
-async def run_workers(
-    url: str, *, processes: int = 4, updates: int = 250, cluster: bool = False
-) -> tuple[Any, int]:
-    """Run ``processes`` children doing ``updates`` update() calls each on one key at once.
-
-    Returns the final value and the total number of update-function calls (retries included).
-    """
-    async with RedisStorage.from_url(url, cluster=cluster) as storage:
-        key, go = "mp:counter", "mp:go"
-        await storage.delete_many([key, go])
-        args = [str(CHILD), url, key, str(updates), go, *(["--cluster"] if cluster else [])]
-        children = [
-            await asyncio.create_subprocess_exec(
-                sys.executable, *args, stdout=asyncio.subprocess.PIPE
-            )
-            for _ in range(processes)
-        ]
-        await storage.set(go, True)
-        outputs = await asyncio.wait_for(
-            asyncio.gather(*(child.communicate() for child in children)), timeout=120
-        )
-        assert [child.returncode for child in children] == [0] * processes
-        calls = sum(json.loads(out)["calls"] for out, _ in outputs)
-        return await storage.get(key), calls
-
-
 async def test_four_processes_lose_no_update(redis_url: str) -> None:
     """4 processes x 250 update() on one key end at exactly 1,000."""
     value, calls = await run_workers(redis_url)
     assert value == {"n": 1000}
-    assert calls >= 1000
+    assert calls > 1000  # the processes really raced (and their retries resolved it)

@@ -46,9 +46,9 @@ from ._storage import BaseStorage
 
 try:
     from redis import exceptions as _rx
-    from redis.asyncio import Redis, RedisCluster
+    from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
     from redis.asyncio.retry import Retry
-    from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+    from redis.backoff import NoBackoff
     from redis.client import NEVER_DECODE
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise MissingDependencyError(
@@ -256,11 +256,22 @@ class RedisStorage(BaseStorage):
             async def execute(*args: Any, **kwargs: Any) -> Any:
                 return await plain(*args, **raw, **kwargs)
 
+        if isinstance(client, RedisCluster):
+            initialize = client.initialize
+            unrouted = execute
+
+            async def execute(*args: Any, **kwargs: Any) -> Any:
+                # redis-py sends commands issued before its slot map is loaded to a default
+                # node; the MOVED replies then make it close connections other commands are
+                # using. Loading the map first (a no-op once loaded) avoids that race.
+                await initialize()
+                return await unrouted(*args, **kwargs)
+
         self._slots: asyncio.Semaphore | None = None
-        if owned:
-            # redis-py's pools raise "Too many connections" once max_connections commands are
-            # in flight; a bot's burst of updates should queue instead, so the storage admits
-            # at most that many commands at once into the client it made.
+        if not isinstance(getattr(client, "connection_pool", None), BlockingConnectionPool):
+            # redis-py's default pools (and every cluster node) raise "Too many connections"
+            # once max_connections commands are in flight; a bot's burst of updates should
+            # queue instead, so the storage admits at most that many commands at once.
             slots = self._slots = asyncio.Semaphore(_connection_limit(client))
             direct = execute
 
@@ -322,7 +333,7 @@ class RedisStorage(BaseStorage):
         options.setdefault("socket_connect_timeout", DEFAULT_SOCKET_CONNECT_TIMEOUT)
         options.setdefault("socket_timeout", DEFAULT_SOCKET_TIMEOUT)
         options.setdefault("max_connections", DEFAULT_MAX_CONNECTIONS)
-        _default_retry(bool(cluster), options)
+        _default_retry(options)
         factory = RedisCluster.from_url if cluster else Redis.from_url
         try:
             client = factory(url, **options)
@@ -639,19 +650,18 @@ def _first(keys: Sequence[Any]) -> Any:
     return keys[0] if keys else None
 
 
-def _default_retry(cluster: bool, options: dict[str, Any]) -> None:
+def _default_retry(options: dict[str, Any]) -> None:
     """Install the retry policy described in :class:`RedisStorage` unless the caller set one."""
     if "retry" in options:
         return
-    if cluster:
-        # A cluster client retries to refresh its slot map after a failover; keep that, briefly.
-        options["retry"] = Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 2)
-    else:
-        options["retry"] = Retry(NoBackoff(), 0)
+    # No automatic retries: a command whose connection failed may still have run on the
+    # server, and re-sending an INCRBY or a compare-and-set would apply it twice. After a
+    # failure redis-py reconnects (a cluster client reloads its slot map) on the next command.
+    options["retry"] = Retry(NoBackoff(), 0)
 
 
 def _make_client(cluster: bool, options: dict[str, Any]) -> Redis | RedisCluster:
-    _default_retry(cluster, options)
+    _default_retry(options)
     try:
         if cluster:
             if "unix_socket_path" in options:
