@@ -746,12 +746,15 @@ class SQLiteStorage(BaseStorage):
     def _checkpoint_soon(self) -> None:
         """Start a WAL checkpoint in a thread unless one is running (it syncs the disk)."""
         self._writes = 0
-        if self._memory or self._checkpointing is not None or self._closed:
+        if self._memory or self._closed:
             return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
+        running = self._checkpointing
+        if running is not None and not running.get_loop().is_closed():
+            return  # one at a time (a future of a closed loop will never finish: ignore it)
         self._checkpointing = future = loop.run_in_executor(None, self._checkpoint, "PASSIVE")
         future.add_done_callback(self._checkpoint_done)
 
@@ -776,14 +779,15 @@ class SQLiteStorage(BaseStorage):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._checkpointing is not None:
-            await asyncio.wait([self._checkpointing])
+        loop = asyncio.get_running_loop()
+        running = self._checkpointing
+        if running is not None and running.get_loop() is loop:
+            await asyncio.wait([running])
         if not self._memory:
             # Fold the WAL into the database off the loop, so the implicit checkpoint SQLite
-            # runs when the last connection closes finds nothing left to sync.
-            loop = asyncio.get_running_loop()
-            # A failure (another process busy) is fine: a later checkpoint catches up.
-            with contextlib.suppress(sqlite3.Error):
+            # runs when the last connection closes finds nothing left to sync. A failure
+            # (another process busy, the executor shut down) is fine: a later one catches up.
+            with contextlib.suppress(sqlite3.Error, RuntimeError):
                 await loop.run_in_executor(None, self._checkpoint, "PASSIVE")
             if self._ckpt_conn is not None:
                 self._ckpt_conn.close()
