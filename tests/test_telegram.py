@@ -28,7 +28,7 @@ from telegram.request import BaseRequest, RequestData
 
 from _bot_backends import *  # noqa: F403  (the `backend` fixture and server fixtures)
 from _bot_backends import BotBackend
-from gramio_storage import BaseStorage, DecodeError, MemoryStorage
+from gramio_storage import BaseStorage, DecodeError, EncodeError, MemoryStorage
 from gramio_storage.telegram import StoragePersistence
 
 # ------------------------------------------------------------------ an offline Bot API
@@ -303,6 +303,31 @@ async def test_conversation_keys_of_every_shape_round_trip(backend: BotBackend) 
     assert await fresh.get_conversations("a:b") == {(1, 2): 1}
     await fresh.update_conversation("a", (1, 2), None)
     assert await fresh.get_conversations("a") == {(-100123, 5, "inline:msg"): "STEP"}
+
+
+async def test_an_unencodable_value_is_reported_and_the_stored_entry_kept() -> None:
+    storage = MemoryStorage()
+    errors: list[BaseException] = []
+
+    async def remember(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        assert context.error is not None
+        errors.append(context.error)
+
+    async def store_object(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        assert context.user_data is not None
+        context.user_data["bad"] = object()  # not JSON
+
+    async with App(storage) as bot:
+        bot.app.add_handler(CommandHandler("bad", store_object))
+        bot.app.add_error_handler(remember)
+        await bot.send(1, "/count")
+        await bot.flush()
+        await bot.send(1, "/bad")
+        await bot.flush()
+        assert [type(e) for e in errors] == [EncodeError]
+        assert errors[0].key == "ptb:user:1"  # type: ignore[attr-defined]
+        assert await storage.get("ptb:user:1") == {"count": 1}
+        del bot.app.user_data[1]["bad"]  # let shutdown flush cleanly
 
 
 async def test_store_data_limits_what_is_stored() -> None:

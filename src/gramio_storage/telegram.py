@@ -24,7 +24,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._codecs import JSON, Codec
-from ._errors import DecodeError, MissingDependencyError
+from ._errors import DecodeError, EncodeError, MissingDependencyError
 from ._storage import BaseStorage
 from .session import _comparison_codec
 
@@ -177,15 +177,15 @@ class StoragePersistence(BasePersistence[_Data, _Data, _Data]):
         await self._refresh("bot", bot_data)
 
     async def _refresh(self, name: str, local: _Data) -> None:
-        encode = self._compare.encode
-        if encode(local) != self._synced.get(name, self._empty):
+        encode = self._encode
+        if encode(name, local) != self._synced.get(name, self._empty):
             return  # changed here and not flushed yet: ours is newer, PTB will write it
         value = await self._view.get(name)
         if value is None:
             value = {}
         else:
             self._check_dict(name, value)
-        encoded = encode(value)
+        encoded = encode(name, value)
         if encoded != self._synced.get(name, self._empty):  # another process wrote it
             local.clear()
             local.update(value)
@@ -210,7 +210,7 @@ class StoragePersistence(BasePersistence[_Data, _Data, _Data]):
         await self._write("callback_data", data, delete_empty=False)
 
     async def _write(self, name: str, data: Any, *, delete_empty: bool = True) -> None:
-        encoded = self._compare.encode(data)
+        encoded = self._encode(name, data)
         if encoded == self._synced.get(name, self._empty):
             return
         if delete_empty and encoded == self._empty:
@@ -246,6 +246,17 @@ class StoragePersistence(BasePersistence[_Data, _Data, _Data]):
         return None
 
     # ------------------------------------------------------------------ helpers
+
+    def _encode(self, name: str, value: object) -> bytes:
+        try:
+            return self._compare.encode(value)
+        except Exception as e:
+            raise EncodeError(
+                f"Cannot encode the value for {self.namespace + name!r} "
+                f"({value.__class__.__qualname__}): {e}. Persisted data must be JSON-like.",
+                key=self.namespace + name,
+                backend=self.storage.backend_name,
+            ) from e
 
     def _check_dict(self, name: str, value: object) -> None:
         if not isinstance(value, dict):
