@@ -24,7 +24,6 @@ import asyncio
 import datetime
 import itertools
 import os
-import sys
 import tempfile
 from collections.abc import AsyncGenerator
 from pathlib import Path
@@ -236,4 +235,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -153,6 +153,7 @@ async def test_open_can_override_lazy(storage: CountingStorage) -> None:
 async def test_an_exception_saves_nothing(storage: CountingStorage) -> None:
     sessions = SessionManager(storage, initial=counter)
     await storage.set("session:1", {"count": 1, "items": []})
+
     async def update() -> None:
         async with sessions.open(1) as session:
             session.data["count"] = 50
