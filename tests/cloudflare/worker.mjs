@@ -25,7 +25,7 @@
 const PREFIX = "/client/v4/accounts/";
 const BINDING_ERROR = /^KV (?:GET|PUT|DELETE|LIST)[A-Z_ ]* failed: (\d{3}) (.*)$/s;
 const STATUS_CODES = { 400: 10001, 404: 10009, 413: 10011, 414: 10033 };
-const BULK_CONCURRENCY = 64;
+const BULK_CONCURRENCY = 16;
 
 function envelope(result, extra = {}) {
   return Response.json({ success: true, errors: [], messages: [], result, ...extra });
