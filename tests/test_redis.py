@@ -32,6 +32,7 @@ from gramio_storage import (
     BaseStorage,
     ConfigurationError,
     DecodeError,
+    EncodeError,
     InvalidKeyError,
     Key,
     StorageClosedError,
@@ -676,3 +677,72 @@ async def test_four_processes_lose_no_update(redis_url: str) -> None:
     value, calls = await run_workers(redis_url)
     assert value == {"n": 1000}
     assert calls > 1000  # the processes really raced (and their retries resolved it)
+
+
+# ------------------------------------------------------------------------------ bursts
+
+
+async def test_a_burst_beyond_max_connections_queues_instead_of_failing(
+    redis_url: str, raw: aioredis.Redis
+) -> None:
+    """500 concurrent calls through max_connections=4 all succeed on at most 4 connections."""
+    storage = RedisStorage.from_url(redis_url, max_connections=4, client_name="gramio-burst")
+    peak = 0
+
+    async def one(i: int) -> Any:
+        nonlocal peak
+        await storage.set(f"burst:{i}", i)
+        names = await _client_names(raw) if i % 50 == 0 else []
+        peak = max(peak, names.count("gramio-burst"))
+        return await storage.get(f"burst:{i}")
+
+    try:
+        assert await asyncio.gather(*(one(i) for i in range(500))) == list(range(500))
+        assert 1 <= peak <= 4
+        assert (await _client_names(raw)).count("gramio-burst") <= 4
+    finally:
+        await storage.clear("burst:")
+        await storage.close()
+
+
+async def test_cancelled_waiters_give_their_slot_back(redis_url: str) -> None:
+    """Tasks cancelled while queued for a connection neither leak nor steal a slot."""
+    storage = RedisStorage.from_url(redis_url, max_connections=2)
+    slots = storage._slots
+    assert slots is not None and slots.free == 2
+    try:
+        tasks = [asyncio.create_task(storage.set(f"c:{i}", i)) for i in range(40)]
+        await asyncio.sleep(0)  # let them start and queue
+        for task in tasks[::2]:
+            task.cancel()
+        done = await asyncio.gather(*tasks, return_exceptions=True)
+        assert all(r is None or isinstance(r, asyncio.CancelledError) for r in done)
+        assert slots.free == 2 and not slots.waiters
+        assert await storage.incr("after") == 1
+    finally:
+        await storage.clear()
+        await storage.close()
+
+
+async def test_fast_paths_raise_the_documented_errors(
+    storage: RedisStorage, raw: aioredis.Redis
+) -> None:
+    """get/set with str keys take a shortcut that still raises Decode/EncodeError by key."""
+    await raw.set("broken", b"{not json")
+    with pytest.raises(DecodeError, match="broken"):
+        await storage.get("broken")
+    with pytest.raises(EncodeError, match="'k'"):
+        await storage.set("k", object())
+    assert await storage.has("k") is False
+    view = storage.with_prefix("v:")
+    await view.set("k", [1])
+    assert await raw.get("v:k") == b"[1]"
+    assert await view.get("k") == [1]
+    async with RedisStorage.from_url(_db_url(_url(raw), 0), ttl=7) as expiring:
+        await expiring.set("default-ttl", 1)
+    assert 6000 < await raw.pttl("default-ttl") <= 7000
+
+
+def _url(client: aioredis.Redis) -> str:
+    kwargs = client.connection_pool.connection_kwargs
+    return f"redis://{kwargs['host']}:{kwargs['port']}/0"

@@ -24,9 +24,10 @@ update          ``GET``, then a Lua compare-and-set; retried when another writer
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar, overload
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ._codecs import JSON, Codec
@@ -41,6 +42,7 @@ from ._errors import (
     MissingDependencyError,
     StorageClosedError,
 )
+from ._keys import Key
 from ._protocol import TTL
 from ._storage import BaseStorage
 
@@ -56,6 +58,9 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
     ) from e
 
 __all__ = ["RedisStorage"]
+
+T = TypeVar("T")
+D = TypeVar("D")
 
 # Defaults for a bot: a user waits on every storage call, so a dead server must surface as an
 # error within a couple of seconds (the bot can answer "try again later"), not hang the update.
@@ -129,6 +134,46 @@ return redis.call('INCRBY', KEYS[1], ARGV[1])
 )
 
 
+class _Limiter:
+    """A semaphore for the hot path: taking a free slot is an attribute update, no coroutine.
+
+    Waiters queue in FIFO order; a released slot is handed straight to the oldest waiter.
+    """
+
+    __slots__ = ("free", "waiters")
+
+    def __init__(self, size: int) -> None:
+        self.free = size
+        self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def acquire(self) -> None:
+        if self.free > 0 and not self.waiters:
+            self.free -= 1
+        else:
+            await self.wait()
+
+    async def wait(self) -> None:
+        future = asyncio.get_running_loop().create_future()
+        self.waiters.append(future)
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release()  # handed a slot just as we were cancelled: pass it on
+            elif future in self.waiters:
+                self.waiters.remove(future)
+            raise
+
+    def release(self) -> None:
+        waiters = self.waiters
+        while waiters:
+            future = waiters.popleft()
+            if not future.done():
+                future.set_result(None)  # the slot moves to the waiter; free stays as is
+                return
+        self.free += 1
+
+
 def _glob_escape(prefix: str) -> str:
     """Escape Redis glob metacharacters so ``MATCH`` treats the prefix literally."""
     for char in "\\*?[]":
@@ -174,6 +219,7 @@ class RedisStorage(BaseStorage):
     """
 
     backend_name: ClassVar[str] = "redis"
+    _root: RedisStorage
 
     def __init__(
         self,
@@ -267,17 +313,23 @@ class RedisStorage(BaseStorage):
                 await initialize()
                 return await unrouted(*args, **kwargs)
 
-        self._slots: asyncio.Semaphore | None = None
+        self._slots: _Limiter | None = None
         if not isinstance(getattr(client, "connection_pool", None), BlockingConnectionPool):
             # redis-py's default pools (and every cluster node) raise "Too many connections"
             # once max_connections commands are in flight; a bot's burst of updates should
             # queue instead, so the storage admits at most that many commands at once.
-            slots = self._slots = asyncio.Semaphore(_connection_limit(client))
+            slots = self._slots = _Limiter(_connection_limit(client))
             direct = execute
 
             async def execute(*args: Any, **kwargs: Any) -> Any:
-                async with slots:
+                if slots.free > 0 and not slots.waiters:
+                    slots.free -= 1
+                else:
+                    await slots.wait()
+                try:
                     return await direct(*args, **kwargs)
+                finally:
+                    slots.release()
 
         self._exec = execute
 
@@ -358,6 +410,58 @@ class RedisStorage(BaseStorage):
         if self._codec is not JSON:
             fields["codec"] = self._codec
         return fields
+
+    # ------------------------------------------------------------------ fast paths
+    # get and set with a str key skip the hook layer (one coroutine and a key-resolution
+    # call less per operation). Anything unusual, every error included, goes through the
+    # generic facade, which runs the full checks and raises the documented errors.
+
+    # The overloads repeat BaseStorage's, so typed keys keep their static types here too.
+    @overload
+    async def get(self, key: Key[T]) -> T | None: ...
+    @overload
+    async def get(self, key: Key[T], default: D) -> T | D: ...
+    @overload
+    async def get(self, key: str, default: Any = None) -> Any: ...
+    async def get(self, key: Any, default: Any = None) -> Any:
+        """Return the value under ``key`` or ``default``; see :meth:`BaseStorage.get`."""
+        if key.__class__ is str and key:
+            root = self._root
+            full = self._prefix + key
+            try:
+                data = await root._exec("GET", full)
+            except _ERRORS as e:
+                raise root._fail(e, "get", full) from e
+            if data is None:
+                return default
+            try:
+                return self._decode_any(data)
+            except Exception:  # noqa: S110 - the generic path raises the DecodeError
+                pass
+        return await BaseStorage.get(self, key, default)
+
+    @overload
+    async def set(self, key: Key[T], value: T, *, ttl: TTL | None = None) -> None: ...
+    @overload
+    async def set(self, key: str, value: Any, *, ttl: TTL | None = None) -> None: ...
+    async def set(self, key: Any, value: Any, *, ttl: TTL | None = None) -> None:
+        """Store ``value`` under ``key``; see :meth:`BaseStorage.set`."""
+        if key.__class__ is str and key and ttl is None:
+            try:
+                data = self._encode(value)
+            except Exception:  # the generic path raises the EncodeError
+                return await BaseStorage.set(self, key, value)
+            root = self._root
+            full = self._prefix + key
+            try:
+                if self._default_ttl is None:
+                    await root._exec("SET", full, data)
+                else:
+                    await root._exec("SET", full, data, "PX", root._ms(self._default_ttl))
+            except _ERRORS as e:
+                raise root._fail(e, "set", full) from e
+            return None
+        return await BaseStorage.set(self, key, value, ttl=ttl)
 
     # ------------------------------------------------------------------ error handling
 
@@ -599,10 +703,14 @@ class RedisStorage(BaseStorage):
     async def _execute(self, pipe: Any) -> list[Any]:
         """Run a pipeline, within the storage's in-flight limit."""
         self._check_open()
-        if self._slots is None:
+        slots = self._slots
+        if slots is None:
             return await pipe.execute()  # type: ignore[no-any-return]
-        async with self._slots:
+        await slots.acquire()
+        try:
             return await pipe.execute()  # type: ignore[no-any-return]
+        finally:
+            slots.release()
 
     async def _eval(self, script: _Script, key: str, *args: Any) -> Any:
         try:

@@ -1,0 +1,257 @@
+"""Redis storages side by side, in one run, against one private redis-server on loopback.
+
+Contenders: gramio-storage ``RedisStorage``, raw redis-py + ``json`` (the floor every wrapper adds
+to), aiogram's ``RedisStorage`` (``set_data``/``get_data``) and py-key-value's ``RedisStore``.
+Work, on the same small session dict, cycling over 1,000 user keys:
+
+* sequential awaited ``set``, ``get`` and read-modify-write ``update`` (only gramio-storage's
+  update is atomic: the others are a plain get-then-set, so they do less work);
+* ``get_many`` of 100 keys vs 100 sequential ``get`` calls (gramio-storage; raw ``MGET`` and
+  py-key-value's ``get_many`` for reference);
+* 64 concurrent tasks each doing set+get pairs on their own keys (pairs per second).
+
+Contenders run round-robin within each round and each figure is the best round (the one least
+disturbed by the other core's noise). The script starts its own redis-server (Debian's
+``redis-server`` package) on a free port and stops it at the end.
+
+Run: ``.venv/bin/python bench/bench_redis.py [--n 2000] [--rounds 5]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import redis
+import redis.asyncio as aioredis
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from _redis_server import redis_server  # the tests' helper that runs redis-server
+from gramio_storage.redis import RedisStorage
+
+SESSION = {"step": "ask_age", "name": "Alice", "age": 30, "tags": ["new", "ru"], "score": 12.5}
+USERS = 1_000
+CONCURRENCY = 64
+BATCH = 100
+
+Op = Callable[[int], Awaitable[Any]]
+
+
+class Contender:
+    def __init__(
+        self,
+        name: str,
+        set_: Op,
+        get: Op,
+        update: Op,
+        get_many: Op | None = None,
+        close: Callable[[], Awaitable[Any]] | None = None,
+    ) -> None:
+        self.name, self.set, self.get, self.update = name, set_, get, update
+        self.get_many, self.close = get_many, close
+
+
+def bump(d: Any) -> Any:
+    d["score"] += 1
+    return d
+
+
+def gramio(url: str) -> Contender:
+    storage = RedisStorage.from_url(url)
+    keys = [f"session:{i}" for i in range(USERS)]
+
+    async def set_(i: int) -> None:
+        await storage.set(keys[i % USERS], SESSION)
+
+    async def get(i: int) -> Any:
+        return await storage.get(keys[i % USERS])
+
+    async def update(i: int) -> Any:
+        return await storage.update(keys[i % USERS], bump, default=dict(SESSION))
+
+    async def get_many(i: int) -> Any:
+        return await storage.get_many(keys[:BATCH])
+
+    return Contender("gramio-storage RedisStorage", set_, get, update, get_many, storage.close)
+
+
+def raw_redis(url: str) -> Contender:
+    client = aioredis.Redis.from_url(url)
+    keys = [f"raw:{i}" for i in range(USERS)]
+
+    async def set_(i: int) -> None:
+        await client.set(keys[i % USERS], json.dumps(SESSION))
+
+    async def get(i: int) -> Any:
+        data = await client.get(keys[i % USERS])
+        return None if data is None else json.loads(data)
+
+    async def update(i: int) -> Any:  # not atomic: a plain get-then-set
+        key = keys[i % USERS]
+        data = await client.get(key)
+        value = bump(json.loads(data) if data is not None else dict(SESSION))
+        await client.set(key, json.dumps(value))
+        return value
+
+    async def get_many(i: int) -> Any:
+        return [None if d is None else json.loads(d) for d in await client.mget(keys[:BATCH])]
+
+    return Contender("raw redis-py + json", set_, get, update, get_many, client.aclose)
+
+
+def aiogram(url: str) -> Contender:
+    from aiogram.fsm.storage.base import StorageKey
+    from aiogram.fsm.storage.redis import RedisStorage as AiogramRedis
+
+    storage = AiogramRedis(aioredis.Redis.from_url(url))
+    keys = [StorageKey(bot_id=1, chat_id=i, user_id=i) for i in range(USERS)]
+
+    async def set_(i: int) -> None:
+        await storage.set_data(keys[i % USERS], SESSION)
+
+    async def get(i: int) -> Any:
+        return await storage.get_data(keys[i % USERS])
+
+    async def update(i: int) -> Any:  # aiogram's own update_data is this get-then-set too
+        key = keys[i % USERS]
+        data = await storage.get_data(key) or dict(SESSION)
+        await storage.set_data(key, bump(data))
+        return data
+
+    return Contender("aiogram RedisStorage (set_data/get_data)", set_, get, update, None,
+                     storage.close)  # fmt: skip
+
+
+def py_key_value(url: str) -> Contender:
+    from key_value.aio.stores.redis import RedisStore
+
+    client = aioredis.Redis.from_url(url)
+    store = RedisStore(client=client)
+    keys = [f"session:{i}" for i in range(USERS)]
+
+    async def set_(i: int) -> None:
+        await store.put(keys[i % USERS], SESSION, collection="sessions")
+
+    async def get(i: int) -> Any:
+        return await store.get(keys[i % USERS], collection="sessions")
+
+    async def update(i: int) -> Any:  # not atomic: py-key-value has no compare-and-set
+        key = keys[i % USERS]
+        data = dict(await store.get(key, collection="sessions") or SESSION)
+        await store.put(key, bump(data), collection="sessions")
+        return data
+
+    async def get_many(i: int) -> Any:
+        return await store.get_many(keys[:BATCH], collection="sessions")
+
+    return Contender("py-key-value RedisStore", set_, get, update, get_many, client.aclose)
+
+
+async def timed(op: Op, n: int) -> float:
+    start = time.perf_counter()
+    for i in range(n):
+        await op(i)
+    return time.perf_counter() - start
+
+
+async def concurrent_pairs_per_second(c: Contender, n: int) -> float:
+    """set+get pairs per second when CONCURRENCY tasks share about n pairs between them."""
+    per_task = max(1, n // CONCURRENCY)
+
+    async def task(t: int) -> None:
+        base = t * per_task
+        for i in range(base, base + per_task):
+            await c.set(i)
+            await c.get(i)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(task(t) for t in range(CONCURRENCY)))
+    return per_task * CONCURRENCY / (time.perf_counter() - start)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=2000, help="sequential operations per round")
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    n, rounds = args.n, args.rounds
+
+    with redis_server() as server:
+        contenders = [gramio(server.url), raw_redis(server.url), aiogram(server.url),
+                      py_key_value(server.url)]  # fmt: skip
+        best: dict[str, dict[str, float]] = {c.name: {} for c in contenders}
+        mine_name = contenders[0].name
+
+        async def hundred_gets(_: int) -> None:
+            for i in range(BATCH):
+                await contenders[0].get(i)
+
+        def keep(name: str, metric: str, ops_per_s: float) -> None:
+            best[name][metric] = max(best[name].get(metric, 0.0), ops_per_s)
+
+        for c in contenders:  # warm up: connections, scripts, first-use caches
+            for i in range(USERS):
+                await c.set(i)
+            await c.update(0)
+        for _ in range(rounds):
+            for c in contenders:
+                keep(c.name, "set", n / await timed(c.set, n))
+                keep(c.name, "get", n / await timed(c.get, n))
+                keep(c.name, "update", n / await timed(c.update, n))
+                keep(c.name, "64 tasks set+get", await concurrent_pairs_per_second(c, n))
+            # get_many(100) vs 100 sequential gets, in batches per second
+            batches = max(1, n // BATCH)
+            keep(mine_name, "100 gets", batches / await timed(hundred_gets, batches))
+            for c in contenders:
+                if c.get_many is not None:
+                    elapsed = await timed(c.get_many, batches * 5)
+                    keep(c.name, "get_many(100)", batches * 5 / elapsed)
+        for c in contenders:
+            row = best[c.name]
+            row["set+get"] = 1 / (1 / row["set"] + 1 / row["get"])
+            if c.close is not None:
+                await c.close()
+        info = aioredis.Redis.from_url(server.url)
+        redis_version = (await info.info("server"))["redis_version"]
+        await info.aclose()
+
+    print(f"Python {platform.python_version()}, redis-py {redis.__version__}, msgspec "
+          f"{msgspec.__version__}, redis-server {redis_version}, {platform.machine()}")  # fmt: skip
+    print(f"value: {len(msgspec.json.encode(SESSION))}-byte JSON session dict, {USERS} keys, "
+          f"best of {rounds} rounds of {n} ops, loopback TCP\n")  # fmt: skip
+    cols = ["set", "get", "update", "set+get", "64 tasks set+get"]
+    print(f"{'contender (ops/s)':42} " + " ".join(f"{c:>17}" for c in cols))
+    for name, row in best.items():
+        print(f"{name:42} " + " ".join(f"{row[c]:>17,.0f}" for c in cols))
+
+    print("\nratios (gramio-storage / peer, higher is better):")
+    mine = best[contenders[0].name]
+    for peer in contenders[1:]:
+        p = best[peer.name]
+        print(f"  vs {peer.name:42} " + "  ".join(f"{c} {mine[c] / p[c]:5.2f}x" for c in cols))
+
+    print(f"\nbatches of {BATCH} keys per second:")
+    for name, row in best.items():
+        if "get_many(100)" in row:
+            print(f"  {name:42} get_many(100) {row['get_many(100)']:>10,.0f}/s")
+    print(f"  {contenders[0].name:42} 100 x get    {mine['100 gets']:>10,.0f}/s")
+    print(f"  get_many(100) is {mine['get_many(100)'] / mine['100 gets']:.1f}x faster than "
+          f"100 sequential gets (target >= 20x)")  # fmt: skip
+    raw = best[contenders[1].name]
+    pkv = best[contenders[3].name]
+    print(f"\ntargets: set+get {mine['set+get'] / raw['set+get']:.2f}x raw redis-py+json "
+          f"(>= 1.0x), {mine['set+get'] / pkv['set+get']:.2f}x py-key-value (>= 1.2x)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    if sys.version_info < (3, 11):
+        raise SystemExit("Python 3.11+ required")
+    asyncio.run(main())
