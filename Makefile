@@ -5,8 +5,8 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo tour test lint typecheck pytest bench setup clean
 
-demo: $(STAMP)  ## run the demo
-	$(PY) examples/tour.py
+demo: $(STAMP)  ## an offline aiogram bot on a SQLite file; run it twice to see it remember
+	$(PY) examples/bot_demo.py
 
 tour: $(STAMP)  ## a tour of the API (typed keys, TTL, atomic counters, prefixes)
 	$(PY) examples/tour.py
