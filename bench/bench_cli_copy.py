@@ -1,6 +1,6 @@
 """`gramio-storage copy` against a naive get/set loop through the library, in one run.
 
-Migrates N keys (default 100,000; half of them with TTLs between 100 s and 1 h, the rest
+Migrates N keys (default 100,000; half of them with TTLs between 1 h and 2 h, the rest
 without) from a SQLite file to a private loopback redis-server, four ways:
 
 * ``cli copy`` (subprocess): the console script as a user runs it; wall time of the whole
@@ -53,7 +53,7 @@ async def fill(url: str, n: int) -> None:
                 {"step": "ask_age", "name": f"user {i}", "age": 30, "tags": ["new", "ru"]}
             )
             if i % 2:
-                await root._set(key, data, rng.uniform(100, 3600))
+                await root._set(key, data, rng.uniform(3600, 7200))
             else:
                 plain.append((key, data))
         for start in range(0, len(plain), 1000):

@@ -15,6 +15,7 @@ A backend is recognised by its module, so importing this file never imports a dr
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -45,34 +46,52 @@ def bulk_io(root: BaseStorage) -> BulkIO | None:
     return None
 
 
-# One script call per batch instead of a pipeline of one command per key: redis-py spends
-# ~12 us packing and parsing each pipelined command, a script's arguments and its single array
-# reply cost a fraction of that (measured 3x faster on 500-key batches). A key holding another
-# type (a hash, a list: not ours) reads as missing, as MGET reports it.
+# One script call per batch, its keys and values packed into one length-prefixed argument:
+# redis-py packs every command argument in Python (several us each), so a pipeline of one SET
+# per key, or a script with three arguments per key, spends more time in the client than the
+# server spends on the batch. One blob is one memcpy; the script walks it with struct.unpack
+# (built into Redis's Lua). Measured on 500-key batches: about 5x less client time than a
+# pipeline. Keys are not declared as KEYS, which only a cluster enforces; a cluster takes the
+# pipeline path below. A key holding another type (a hash, a list: not ours) reads as missing,
+# as MGET reports it.
 _READ = """
+local blob = ARGV[1]
+local pos, n = 1, 0
 local out = {}
-for i = 1, #KEYS do
-  local v = redis.pcall('GET', KEYS[i])
-  if type(v) == 'table' and v.err then v = false end
-  out[2 * i - 1] = v
-  out[2 * i] = redis.call('PTTL', KEYS[i])
+while pos <= #blob do
+  local klen, p = struct.unpack('<I4', blob, pos)
+  local key = string.sub(blob, p, p + klen - 1)
+  pos = p + klen
+  n = n + 1
+  local v = redis.pcall('GET', key)
+  if type(v) == 'table' then v = false end
+  out[2 * n - 1] = v
+  out[2 * n] = redis.call('PTTL', key)
 end
 return out
 """
 _WRITE = """
 local nx = ARGV[1] == '1'
+local blob = ARGV[2]
+local pos, n = 1, 0
 local out = {}
-for i = 1, #KEYS do
-  local ms = tonumber(ARGV[2 * i + 1])
+while pos <= #blob do
+  local klen, vlen, ms, p = struct.unpack('<I4I4d', blob, pos)
+  local key = string.sub(blob, p, p + klen - 1)
+  local val = string.sub(blob, p + klen, p + klen + vlen - 1)
+  pos = p + klen + vlen
+  n = n + 1
   local ok
-  if ms > 0 and nx then ok = redis.call('SET', KEYS[i], ARGV[2 * i], 'PX', ms, 'NX')
-  elseif ms > 0 then ok = redis.call('SET', KEYS[i], ARGV[2 * i], 'PX', ms)
-  elseif nx then ok = redis.call('SET', KEYS[i], ARGV[2 * i], 'NX')
-  else ok = redis.call('SET', KEYS[i], ARGV[2 * i]) end
-  out[i] = ok and 1 or 0
+  if ms > 0 and nx then ok = redis.call('SET', key, val, 'PX', ms, 'NX')
+  elseif ms > 0 then ok = redis.call('SET', key, val, 'PX', ms)
+  elseif nx then ok = redis.call('SET', key, val, 'NX')
+  else ok = redis.call('SET', key, val) end
+  out[n] = ok and 1 or 0
 end
 return out
 """
+_KEY = struct.Struct("<I").pack
+_ITEM = struct.Struct("<IId").pack
 
 
 class _RedisBulk:
@@ -91,7 +110,13 @@ class _RedisBulk:
         self._cluster = isinstance(self._client, RedisCluster)
         # Raw bytes even from a client made with decode_responses=True (the storage's setting).
         self._raw: dict[str, Any] = getattr(root, "_raw", {})
-        self._errors = (exceptions.RedisError, exceptions.RedisClusterException, OSError)
+        # UnicodeError: a key that cannot be sent as UTF-8; the storage reports it as invalid.
+        self._errors = (
+            exceptions.RedisError,
+            exceptions.RedisClusterException,
+            OSError,
+            UnicodeError,
+        )
         self._no_script = exceptions.NoScriptError
         self._sha = {
             script: hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
@@ -106,15 +131,13 @@ class _RedisBulk:
 
         return BackendError(f"Redis {op} failed: {e.__class__.__name__}: {e}", backend="redis")
 
-    async def _script(self, script: str, keys: Sequence[str], args: list[Any]) -> Any:
+    async def _script(self, script: str, *args: Any) -> Any:
         try:
             return await self._client.execute_command(
-                "EVALSHA", self._sha[script], len(keys), *keys, *args, **self._raw
+                "EVALSHA", self._sha[script], 0, *args, **self._raw
             )
         except self._no_script:  # first use on this server: EVAL also caches it
-            return await self._client.execute_command(
-                "EVAL", script, len(keys), *keys, *args, **self._raw
-            )
+            return await self._client.execute_command("EVAL", script, 0, *args, **self._raw)
 
     async def read(self, keys: Sequence[str]) -> list[tuple[bytes | None, float | None]]:
         try:
@@ -126,7 +149,11 @@ class _RedisBulk:
                 replies = await pipe.execute(raise_on_error=False)
                 replies = [None if isinstance(r, Exception) else r for r in replies]
             else:
-                replies = await self._script(_READ, keys, [])
+                parts: list[bytes] = []
+                for key in keys:
+                    k = key.encode()
+                    parts += (_KEY(len(k)), k)
+                replies = await self._script(_READ, b"".join(parts))
         except self._errors as e:
             raise self._fail(e, "bulk read", keys[0]) from e
         out: list[tuple[bytes | None, float | None]] = []
@@ -142,10 +169,12 @@ class _RedisBulk:
         try:
             if self._cluster:
                 return await self._pipeline_write(items, nx)
-            args: list[Any] = ["1" if nx else "0"]
-            for _, data, ttl in items:
-                args += (data, 0 if ttl is None else max(1, round(ttl * 1000)))
-            replies = await self._script(_WRITE, [key for key, _, _ in items], args)
+            parts: list[bytes] = []
+            for key, data, ttl in items:
+                k = key.encode()
+                ms = 0 if ttl is None else max(1, round(ttl * 1000))
+                parts += (_ITEM(len(k), len(data), ms), k, data)
+            replies = await self._script(_WRITE, "1" if nx else "0", b"".join(parts))
         except self._errors as e:
             raise self._fail(e, "bulk write", items[0][0]) from e
         return [bool(r) for r in replies]
