@@ -579,17 +579,111 @@ async def test_a_pool_passed_in_is_not_closed(postgres_dsn: str, table: str) -> 
         await pool.close()
 
 
-async def test_close_closes_the_pool_it_created(postgres_dsn: str, table: str) -> None:
-    """A DSN-built storage owns its pool and closes it; using it afterwards is an error."""
-    storage = PostgresStorage(postgres_dsn, table=table, sweep_interval=None)
+async def test_close_closes_the_connections_it_opened(postgres_dsn: str, table: str) -> None:
+    """A DSN-built storage owns its connections and closes them; using it afterwards fails."""
+    app = f"gramio-close-{uuid.uuid4().hex[:6]}"
+    storage = PostgresStorage(
+        postgres_dsn,
+        table=table,
+        sweep_interval=None,
+        min_size=3,
+        server_settings={"application_name": app},
+    )
+
+    async def connections() -> int:
+        async with raw(postgres_dsn) as con:
+            return await con.fetchval(  # type: ignore[no-any-return]
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", app
+            )
+
     async with storage as opened:
         assert opened is storage
         await storage.set("k", 1)
-        pool = storage._pool
-    assert pool.is_closing()
+        assert await connections() == 3
+    await wait_until(lambda: _equals(connections(), 0))
     with pytest.raises(StorageClosedError):
         await storage.set("k", 2)
     await storage.close()  # idempotent
+
+
+async def _equals(value: Awaitable[Any], expected: Any) -> bool:
+    return await value == expected
+
+
+async def _connections_named(dsn: str, app: str) -> int:
+    async with raw(dsn) as con:
+        return await con.fetchval(  # type: ignore[no-any-return]
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", app
+        )
+
+
+async def test_more_concurrent_calls_than_connections_wait_their_turn(
+    postgres_dsn: str, table: str
+) -> None:
+    """max_size bounds the connections; extra concurrent calls queue and all complete."""
+    app = f"gramio-bound-{uuid.uuid4().hex[:6]}"
+    storage = PostgresStorage(
+        postgres_dsn,
+        table=table,
+        sweep_interval=None,
+        max_size=2,
+        server_settings={"application_name": app},
+    )
+    try:
+        await asyncio.gather(*(storage.set(f"k{i}", i) for i in range(60)))
+        results = await asyncio.gather(*(storage.incr(f"k{i % 6}") for i in range(60)))
+        assert len(results) == 60
+        assert await storage.get_many([f"k{i}" for i in range(6)]) == {
+            f"k{i}": i + 10 for i in range(6)
+        }
+        assert await _connections_named(postgres_dsn, app) == 2
+    finally:
+        await storage.close()
+
+
+async def test_a_cancelled_write_is_cancelled_on_the_server_too(
+    postgres_dsn: str, table: str
+) -> None:
+    """Cancelling a call stuck on a lock stops its statement: no write lands later.
+
+    The connection is reused afterwards (max_size=1), not leaked or left half-done.
+    """
+    app = f"gramio-cancel-{uuid.uuid4().hex[:6]}"
+    storage = PostgresStorage(
+        postgres_dsn,
+        table=table,
+        sweep_interval=None,
+        max_size=1,
+        server_settings={"application_name": app},
+    )
+    try:
+        await storage.set("k", "before")
+        async with raw(postgres_dsn) as con:
+
+            async def waiting_on_a_lock() -> bool:
+                return bool(
+                    await con.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 "
+                        "AND wait_event_type = 'Lock'",
+                        app,
+                    )
+                )
+
+            async with raw(postgres_dsn) as locker, locker.transaction():
+                await locker.execute(f"SELECT 1 FROM \"{table}\" WHERE key = 'k' FOR UPDATE")
+                task = asyncio.create_task(storage.set("k", "zombie"))
+                await wait_until(waiting_on_a_lock)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                await wait_until(lambda: _equals(waiting_on_a_lock(), False))
+            # The lock is gone; a statement that survived the cancel would write now.
+            assert await storage.get("k") == "before"
+            assert await con.fetchval(f'SELECT count(*) FROM "{table}"') == 1
+        assert await storage.incr("n") == 1  # the same (only) connection still works
+        assert await _connections_named(postgres_dsn, app) == 1
+    finally:
+        await storage.close()
 
 
 # ---------------------------------------------------------------------- URLs

@@ -21,12 +21,17 @@ to every operation and a periodic sweep deletes them.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
+import functools
 import hashlib
+import inspect
 import logging
 import math
 import re
+import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, ClassVar, Self, cast
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
@@ -62,12 +67,23 @@ _MAX_IDENTIFIER = 63  # PostgreSQL's NAMEDATALEN - 1; longer names are silently 
 _PAGE_SIZE = 1000  # keys per keyset page in keys()
 _SWEEP_BATCH = 1000  # expired rows deleted per sweep statement (bounds lock time)
 _INT8 = (-(2**63), 2**63 - 1)
+_CLIENT_TIMEOUT_GRACE = 2.0  # seconds the client waits past the server's statement_timeout
 _MAX_CHAR = 0x10FFFF
 # Class id of the advisory lock serialising table creation ("grm" in ASCII).
 _DDL_LOCK_CLASS = 0x67726D
 
 _LIVE = "(expires_at IS NULL OR expires_at > now())"
 _EXPIRY = "now() + $3::float8 * interval '1 second'"  # NULL seconds give a NULL expiry
+
+# Extra keyword options PostgresStorage passes on to asyncpg.connect.
+_CONNECT_OPTIONS = set(inspect.signature(asyncpg.connect).parameters) - {
+    "dsn",
+    "timeout",
+    "command_timeout",
+    "loop",
+    "connection_class",
+    "record_class",
+}
 
 # Query-string options from_url() understands; everything else stays in the DSN for asyncpg
 # (which passes unknown parameters to the server as settings, e.g. application_name).
@@ -128,13 +144,192 @@ def _storable(key: str) -> bool:
     return True
 
 
-async def _no_reset(connection: Any) -> None:
-    """Pool release hook that skips asyncpg's default ``RESET ALL``-style query.
+def _healthy(con: Any, exc: BaseException) -> bool:
+    """Whether ``con`` can serve the next caller after ``exc`` interrupted its last use.
 
-    The default costs a round trip on every release, halving throughput, and resets state this
-    storage never sets (no session settings, LISTEN, cursors or session advisory locks).
-    asyncpg still rolls back a transaction left open.
+    After a server-side error, an error from the caller's own code, a cancellation or a
+    timeout, the connection is fine: on cancellation and timeout asyncpg has sent the server a
+    cancel request (so the abandoned statement does not go on to write later), and the next
+    query on the connection first waits for it to be acknowledged. After an I/O or protocol
+    error, or if asyncpg gave up on it, the connection is dropped.
     """
+    if isinstance(exc, (asyncpg.InterfaceError, asyncpg.InternalClientError)) or (
+        isinstance(exc, OSError) and not isinstance(exc, TimeoutError)
+    ):
+        return False
+    return not con.is_closed() and not con.is_in_transaction()
+
+
+class _Pool:
+    """A small LIFO pool of asyncpg connections, for storages built from a DSN.
+
+    ``asyncpg.Pool`` spends about as long acquiring and releasing a connection (a timeout
+    scope, a shielded release task, a reset query) as a loopback query takes: this pool takes
+    an idle connection with a list pop and returns it with an append, doubling throughput.
+    It offers the subset of the ``asyncpg.Pool`` interface the storage uses, so a caller's own
+    ``asyncpg.Pool`` can stand in its place.
+
+    Connections idle longer than ``max_idle`` seconds are closed instead of reused (a NAT or
+    firewall may have dropped them silently); see :func:`_healthy` for failed calls.
+    """
+
+    def __init__(
+        self, connect: Callable[[], Awaitable[Any]], max_size: int, max_idle: float = 300.0
+    ) -> None:
+        self._connect = connect
+        self._max_size = max_size
+        self._max_idle = max_idle
+        self._idle: list[tuple[Any, float]] = []  # (connection, released at), LIFO
+        self._size = 0  # idle + in use + being opened
+        self._waiters: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self._closed = False
+
+    async def fill(self, count: int) -> None:
+        """Open ``count`` connections now (at least one: this checks the server is there)."""
+        opened: list[Any] = []
+        try:
+            for _ in range(max(count, 1) - self._size):
+                opened.append(await self._acquire())  # noqa: PERF401 - keep what opened
+        finally:
+            for con in opened:
+                self._release(con)
+
+    async def _acquire(self) -> Any:
+        idle = self._idle
+        while idle:
+            con, since = idle.pop()
+            if not con.is_closed() and time.monotonic() - since < self._max_idle:
+                return con
+            self._discard(con)
+        while True:
+            if self._closed:
+                raise StorageClosedError("This PostgresStorage is closed", backend="postgres")
+            if self._size < self._max_size:
+                self._size += 1
+                try:
+                    return await self._connect()
+                except BaseException:
+                    self._size -= 1
+                    self._wake()
+                    raise
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                con = await waiter
+            except asyncio.CancelledError:
+                # Handed a connection just as we were cancelled: pass it on, do not leak it.
+                if waiter.done() and not waiter.cancelled() and waiter.result() is not None:
+                    self._release(waiter.result())
+                raise
+            if con is not None:
+                return con
+            # None: a slot was freed (a connection dropped); go round and open one.
+
+    def _release(self, con: Any) -> None:
+        if self._closed:
+            self._discard(con)
+            return
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(con)
+                return
+        self._idle.append((con, time.monotonic()))
+
+    def _discard(self, con: Any) -> None:
+        con.terminate()
+        self._size -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        """Tell one waiter that a slot is free, so it opens a connection itself."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def _recycle(self, con: Any, exc: BaseException) -> None:
+        if _healthy(con, exc):
+            self._release(con)
+        else:
+            self._discard(con)
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        con = await self._acquire()
+        try:
+            result = await con.fetchval(query, *args)
+        except BaseException as e:
+            self._recycle(con, e)
+            raise
+        self._release(con)
+        return result
+
+    async def fetchrow(self, query: str, *args: Any) -> Any:
+        con = await self._acquire()
+        try:
+            result = await con.fetchrow(query, *args)
+        except BaseException as e:
+            self._recycle(con, e)
+            raise
+        self._release(con)
+        return result
+
+    async def fetch(self, query: str, *args: Any) -> Any:
+        con = await self._acquire()
+        try:
+            result = await con.fetch(query, *args)
+        except BaseException as e:
+            self._recycle(con, e)
+            raise
+        self._release(con)
+        return result
+
+    async def execute(self, query: str, *args: Any) -> Any:
+        con = await self._acquire()
+        try:
+            result = await con.execute(query, *args)
+        except BaseException as e:
+            self._recycle(con, e)
+            raise
+        self._release(con)
+        return result
+
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> AsyncIterator[Any]:
+        """Lend one connection for several statements (a transaction)."""
+        con = await self._acquire()
+        try:
+            yield con
+        except BaseException as e:
+            self._recycle(con, e)
+            raise
+        self._release(con)
+
+    async def close(self) -> None:
+        """Close idle connections; ones in use are dropped when they come back."""
+        self._closed = True
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(
+                    StorageClosedError("This PostgresStorage is closed", backend="postgres")
+                )
+        idle, self._idle = self._idle, []
+        self._size -= len(idle)
+        results = await asyncio.gather(
+            *(con.close(timeout=5) for con, _ in idle), return_exceptions=True
+        )
+        for (con, _), result in zip(idle, results, strict=True):
+            if isinstance(result, BaseException):
+                con.terminate()  # a dead server: nothing to say goodbye to
+
+    def terminate(self) -> None:
+        """Drop every idle connection at once (after a failed open)."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for con, _ in idle:
+            self._discard(con)
 
 
 class PostgresStorage(BaseStorage):
@@ -155,11 +350,13 @@ class PostgresStorage(BaseStorage):
             ignore expired rows either way).
         create_table: Create the table and index when missing; when False a missing table is a
             :class:`~gramio_storage.ConfigurationError` at open.
-        min_size: Connections the created pool keeps open.
-        max_size: Most connections the created pool opens.
+        min_size: Connections opened by :meth:`open` (at least one, to check the server).
+        max_size: Most connections open at once; more concurrent calls wait for one.
         connect_timeout: Seconds to wait for a new connection.
-        command_timeout: Seconds to wait for any statement (``None``: no limit).
-        **pool_options: More ``asyncpg.create_pool`` options (``ssl``, ``server_settings``,
+        command_timeout: Seconds any statement may run (``None``: no limit). The server
+            aborts a slower one (PostgreSQL ``statement_timeout``: nothing is written) and
+            the call raises :class:`~gramio_storage.BackendTimeoutError`.
+        **connect_options: More ``asyncpg.connect`` options (``ssl``, ``server_settings``,
             ``statement_cache_size=0`` behind PgBouncer in transaction mode...).
 
     Raises:
@@ -196,7 +393,7 @@ class PostgresStorage(BaseStorage):
         max_size: int = 10,
         connect_timeout: float = 10.0,
         command_timeout: float | None = None,
-        **pool_options: Any,
+        **connect_options: Any,
     ) -> None:
         super().__init__(codec=codec, ttl=ttl)
         self._table = _identifier(table, "table")
@@ -240,20 +437,33 @@ class PostgresStorage(BaseStorage):
                         f"{name} must be a positive number of seconds, got {seconds!r}",
                         backend=self.backend_name,
                     )
-            password = pool_options.get("password")
+            unknown = set(connect_options) - _CONNECT_OPTIONS
+            if unknown:
+                raise ConfigurationError(
+                    f"Unknown PostgresStorage options {sorted(unknown)}; extra keywords go to "
+                    "asyncpg.connect (ssl, server_settings, statement_cache_size...)",
+                    backend=self.backend_name,
+                )
+            password = connect_options.get("password")
             if isinstance(password, str) and password:
                 self._secrets.append(password)
-            pool_options.setdefault("reset", _no_reset)
-            self._pool_options: dict[str, Any] = {
-                "min_size": min_size,
-                "max_size": max_size,
+            self._min_size, self._max_size = min_size, max_size
+            client_timeout = None
+            if command_timeout is not None:
+                # The server enforces the limit: it aborts the statement, so a timed-out write
+                # is never applied later and the connection stays usable. The client-side
+                # timeout, a little longer, only catches a server that went silent.
+                settings = dict(connect_options.get("server_settings") or {})
+                settings.setdefault("statement_timeout", str(max(1, round(command_timeout * 1e3))))
+                connect_options["server_settings"] = settings
+                client_timeout = command_timeout + _CLIENT_TIMEOUT_GRACE
+            self._connect_options: dict[str, Any] = {
                 "timeout": connect_timeout,
-                "command_timeout": command_timeout,
-                **pool_options,
+                "command_timeout": client_timeout,
+                **connect_options,
             }
         elif isinstance(dsn_or_pool, asyncpg.Pool):
             self._given_pool = dsn_or_pool
-            self._pool_options = {}
         else:
             raise ConfigurationError(
                 "PostgresStorage takes a postgresql:// DSN or an asyncpg.Pool, got "
@@ -457,11 +667,16 @@ class PostgresStorage(BaseStorage):
                 )
             pool = self._given_pool
             if pool is None:
-                try:
-                    pool = await asyncpg.create_pool(self._dsn, **self._pool_options)
-                except Exception as e:
-                    raise self._error(e, "connect") from e
+                pool = _Pool(
+                    functools.partial(asyncpg.connect, self._dsn, **self._connect_options),
+                    self._max_size,
+                )
             try:
+                if self._given_pool is None:
+                    try:
+                        await pool.fill(self._min_size)
+                    except Exception as e:
+                        raise self._error(e, "connect") from e
                 await self._prepare_table(pool)
             except BaseException:
                 if self._given_pool is None:
@@ -559,6 +774,8 @@ class PostgresStorage(BaseStorage):
         message = self._redact(
             f"PostgreSQL {op}{where} failed ({target}): {e.__class__.__name__}: {e}"
         )
+        if isinstance(e, StorageClosedError):  # closed while this call waited for a connection
+            return StorageClosedError(str(e), key=key, backend=self.backend_name)
         state = getattr(e, "sqlstate", None) or ""
         kind: type[StorageError] = BackendError
         if (
