@@ -70,6 +70,7 @@ async def kv(cloudflare_kv: KVEmulator) -> AsyncIterator[tuple[CloudflareKVStora
     client = httpx.AsyncClient(
         headers={"Authorization": f"Bearer {cloudflare_kv.api_token}"},
         event_hooks={"request": [requests]},
+        timeout=60,  # the emulator writes a 2,000-key bulk request one key at a time
     )
     storage = CloudflareKVStorage(
         cloudflare_kv.account_id,
