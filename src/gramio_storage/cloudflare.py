@@ -326,7 +326,6 @@ class CloudflareKVStorage(BaseStorage):
         key: str | None,
         *,
         content: bytes | None = None,
-        params: Mapping[str, str | int] | None = None,
         missing_ok: bool = False,
     ) -> httpx.Response:
         """Send one request, retrying 429/5xx/network failures; map failures to our errors.
@@ -338,7 +337,7 @@ class CloudflareKVStorage(BaseStorage):
         while True:
             try:
                 response = await self._client.request(
-                    method, url, content=content, params=params, headers=self._headers
+                    method, url, content=content, headers=self._headers
                 )
             except httpx.TimeoutException as e:
                 if attempt < self._retries:
@@ -478,11 +477,14 @@ class CloudflareKVStorage(BaseStorage):
 
     async def _pages(self, prefix: str, limit: int) -> AsyncIterator[list[dict[str, Any]]]:
         """List keys page by page; the cursor names the last key, so deletes are safe."""
-        params: dict[str, str | int] = {"limit": limit}
+        # Percent-encode by hand: form encoding would send a space as "+", which some
+        # decoders keep as a literal "+".
+        url = f"{self._namespace_url}/keys?limit={limit}"
         if prefix:
-            params["prefix"] = prefix
+            url += "&prefix=" + quote(prefix, safe="")
+        next_url = url
         while True:
-            response = await self._send("GET", self._namespace_url + "/keys", None, params=params)
+            response = await self._send("GET", next_url, None)
             body = _envelope(response)
             page = body.get("result") or []
             if page:
@@ -490,7 +492,7 @@ class CloudflareKVStorage(BaseStorage):
             cursor = (body.get("result_info") or {}).get("cursor")
             if not cursor:
                 return
-            params["cursor"] = cursor
+            next_url = url + "&cursor=" + quote(cursor, safe="")
 
     # ------------------------------------------------------------------ optional hooks
 
