@@ -481,6 +481,8 @@ async def test_from_url_and_env_token(
         (f"cloudflare://{ACCOUNT}/sessions", "namespace_id must be a Cloudflare id"),
         (f"cloudflare://{ACCOUNT}/{NAMESPACE}?retries=x", "retries must be a number"),
         (f"cloudflare://{ACCOUNT}/{NAMESPACE}?token=x", "Unknown cloudflare:// URL parameter"),
+        (f"cloudflare://{ACCOUNT}?api_token={TOKEN}", "cloudflare://<account_id>/<namespace_id>"),
+        (f"cloudflare://{ACCOUNT}/{NAMESPACE}?api_token={TOKEN}", "Unknown cloudflare:// URL"),
     ],
 )
 def test_bad_urls_raise_configuration_errors(url: str, match: str) -> None:

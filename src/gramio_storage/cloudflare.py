@@ -218,7 +218,8 @@ class CloudflareKVStorage(BaseStorage):
         segments = [s for s in parts.path.split("/") if s]
         if not parts.netloc or len(segments) != 1:
             raise ConfigurationError(
-                f"Cloudflare KV URL must be cloudflare://<account_id>/<namespace_id>, got {url!r}"
+                "Cloudflare KV URL must be cloudflare://<account_id>/<namespace_id>, got "
+                f"{parts.scheme}://{parts.netloc}{parts.path}"
             )
         query: dict[str, Any] = {}
         for name, value in parse_qsl(parts.query, keep_blank_values=True):
