@@ -789,6 +789,13 @@ class PostgresStorage(BaseStorage):
                 key=key,
                 backend=self.backend_name,
             )
+        if key is not None and state == "54000":  # index row size exceeds the maximum
+            return InvalidKeyError(
+                f"Key {key[:60]!r}... ({len(key.encode())} bytes) is too long for "
+                "PostgreSQL's primary key index",
+                key=key,
+                backend=self.backend_name,
+            )
         if isinstance(e, TimeoutError) or state == "57014":  # 57014: statement timeout
             kind = BackendTimeoutError
         elif state.startswith("28"):
