@@ -464,7 +464,13 @@ async def test_nul_in_a_key_is_an_invalid_key_error(storage: PostgresStorage) ->
         with pytest.raises(InvalidKeyError, match="cannot be stored") as info:
             await storage.set(bad, 1)
         assert info.value.key == bad
-    assert await storage.get_many(["ok"]) == {"ok": 1}
+        with pytest.raises(InvalidKeyError, match="cannot be stored"):
+            await storage.set_many({"fine": 1, bad: 2})
+        with pytest.raises(InvalidKeyError, match="cannot be stored"):
+            await storage.get_many(["ok", bad])
+    assert await storage.get_many(["ok", "fine"]) == {"ok": 1}
+    assert [k async for k in storage.keys("nul\x00")] == []  # a prefix no key can have
+    assert await storage.clear("sur\ud800") == 0
 
 
 # ---------------------------------------------------------------------- atomic operations

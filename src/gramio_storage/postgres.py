@@ -144,6 +144,12 @@ def _storable(key: str) -> bool:
     return True
 
 
+def _blame(keys: Sequence[str]) -> str | None:
+    """The key a failed bulk call is about: one PostgreSQL cannot store, or the only one."""
+    bad = next((k for k in keys if not _storable(k)), None)
+    return bad if bad is not None or len(keys) != 1 else keys[0]
+
+
 def _healthy(con: Any, exc: BaseException) -> bool:
     """Whether ``con`` can serve the next caller after ``exc`` interrupted its last use.
 
@@ -496,10 +502,12 @@ class PostgresStorage(BaseStorage):
         _, has_password, password = userinfo.partition(":")
         if has_password and password:
             self._secrets += [password, unquote(password)]
-        for key, value in parse_qsl(parts.query):
-            if key in ("password", "sslpassword") and value:
-                self._secrets.append(value)
-        self._server = hosts or "localhost"
+        query = dict(parse_qsl(parts.query))
+        for key in ("password", "sslpassword"):
+            if query.get(key):
+                self._secrets.append(query[key])
+        # asyncpg's default (no host anywhere) is the local Unix socket, else localhost.
+        self._server = hosts or query.get("host") or "localhost"
         self._database = unquote(parts.path.lstrip("/"))
 
     @classmethod
@@ -848,7 +856,7 @@ class PostgresStorage(BaseStorage):
         try:
             rows = await pool.fetch(self._sql_get_many, keys)
         except Exception as e:
-            raise self._error(e, "get_many", keys[0] if len(keys) == 1 else None) from e
+            raise self._error(e, "get_many", _blame(keys)) from e
         found: dict[str, bytes] = dict(rows)
         return [found.get(k) for k in keys]
 
@@ -861,17 +869,19 @@ class PostgresStorage(BaseStorage):
         try:
             await pool.execute(self._sql_set_many, keys, [latest[k] for k in keys], ttl)
         except Exception as e:
-            raise self._error(e, "set_many", keys[0] if len(keys) == 1 else None) from e
+            raise self._error(e, "set_many", _blame(keys)) from e
 
     async def _delete_many(self, keys: Sequence[str]) -> int:
         pool = self._pool or await self._ready()
         try:
             return await pool.fetchval(self._sql_delete_many, sorted(set(keys)))  # type: ignore[no-any-return]
         except Exception as e:
-            raise self._error(e, "delete_many", keys[0] if len(keys) == 1 else None) from e
+            raise self._error(e, "delete_many", _blame(keys)) from e
 
     async def _scan(self, prefix: str) -> AsyncIterator[str]:
         pool = self._pool or await self._ready()
+        if not _storable(prefix):  # no stored key can start with it
+            return
         upper = _successor(prefix)
         page = self._page_size
         cursor, first = prefix, True
@@ -892,6 +902,8 @@ class PostgresStorage(BaseStorage):
 
     async def _clear(self, prefix: str) -> int:
         pool = self._pool or await self._ready()
+        if not _storable(prefix):
+            return 0
         upper = _successor(prefix)
         try:
             if not prefix:
