@@ -39,6 +39,7 @@ _MODULES = {
     "sqlite": "gramio_storage.sqlite",
     "redis": "gramio_storage.redis",
     "postgres": "gramio_storage.postgres",
+    "cloudflare": "gramio_storage.cloudflare",
 }
 KINDS = [kind for kind, module in _MODULES.items() if importlib.util.find_spec(module)]
 
@@ -57,6 +58,7 @@ class Backends:
         self._tmp = tmp_path
         self._request = request
         self._redis_dbs = itertools.count()
+        self._namespaces = itertools.count()
 
     def url(self, kind: str) -> str:
         """A URL naming a new empty storage of ``kind``."""
@@ -76,7 +78,27 @@ class Backends:
             dsn: str = self._request.getfixturevalue("postgres_dsn")
             sep = "&" if "?" in dsn else "?"
             return f"{dsn}{sep}table=cli_{uuid.uuid4().hex[:16]}"
+        if kind == "cloudflare":
+            return self._cloudflare_url()
         raise ValueError(kind)
+
+    def _cloudflare_url(self) -> str:
+        kv = self._request.getfixturevalue("cloudflare_kv")
+        index = next(self._namespaces)
+        if index >= len(kv.namespace_ids):
+            raise RuntimeError("a test asked for more Cloudflare KV namespaces than exist")
+        # The token travels the way a user would pass it: the environment (inherited by
+        # subprocesses), never the URL.
+        monkeypatch: pytest.MonkeyPatch = self._request.getfixturevalue("monkeypatch")
+        monkeypatch.setenv("CLOUDFLARE_API_TOKEN", kv.api_token)
+        url = f"cloudflare://{kv.account_id}/{kv.namespace_ids[index]}?base_url={kv.base_url}"
+
+        async def empty() -> None:  # the emulator is shared by the session: start empty
+            async with storage_from_url(url) as storage:
+                await storage.clear()
+
+        asyncio.run(empty())
+        return url
 
 
 @pytest.fixture(name="backends")

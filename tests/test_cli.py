@@ -33,6 +33,7 @@ from _cli_backends import (  # noqa: F401  (fixtures)
     seed,
     snapshot,
 )
+from _cloudflare_server import cloudflare_kv  # noqa: F401  (fixture)
 from _pg_server import pg_server, postgres_dsn  # noqa: F401  (fixtures)
 from _redis_server import RedisServer, free_port
 from gramio_storage import storage_from_url
@@ -278,7 +279,7 @@ def test_export_import_round_trip_is_byte_exact_with_ttls(
     run = cli("import", dst, str(out))
     assert run.code == 0, run
     assert f"imported {len(expected)} key(s)" in run.err
-    assert_same(dump(dst), expected)
+    assert_same(dump(dst), expected, slack=1.0 + 2 * SLACK[kind])
 
 
 def test_export_with_prefix_and_import_from_stdin(backends: Backends, tmp_path: Path) -> None:
@@ -373,6 +374,13 @@ def test_export_interrupted_mid_way_leaves_no_partial_file(
 # ------------------------------------------------------------------------------- copy
 
 PAIRS = [(s, d) for s in KINDS for d in KINDS]
+# Cloudflare KV keeps expirations as whole seconds since the epoch, truncated on the way in and
+# on the way out: each pass through it (a write, a read) can take up to a second off a TTL, by
+# design of KV. Every other backend is held to one second overall.
+SLACK = {kind: 2.0 if kind == "cloudflare" else 0.0 for kind in KINDS}
+# The generic path asks a backend for each key's TTL; on Cloudflare that is one HTTP listing per
+# key, which the local emulator answers at a few hundred per second: its pairs copy fewer keys.
+KEYS_PER_PAIR = {kind: 200 if kind == "cloudflare" else 10_000 for kind in KINDS}
 
 
 @pytest.mark.parametrize(("src_kind", "dst_kind"), PAIRS, ids=[f"{s}-to-{d}" for s, d in PAIRS])
@@ -380,13 +388,15 @@ def test_copy_10000_keys_with_ttls(
     src_kind: str, dst_kind: str, backends: Backends, cli: Any
 ) -> None:
     src, dst = backends.url(src_kind), backends.url(dst_kind)
-    expected = asyncio.run(seed(src, 10_000))
+    n = min(KEYS_PER_PAIR[src_kind], KEYS_PER_PAIR[dst_kind])
+    expected = asyncio.run(seed(src, n))
     run = cli("copy", src, dst, "--json")
     assert run.code == 0, run
     summary = run.json
     assert summary["written"] == len(expected) and summary["expired"] == 0
-    assert_same(dump(dst), expected)
-    assert_same(dump(src), expected)  # the source is untouched
+    slack = 1.0 + SLACK[src_kind] + SLACK[dst_kind]
+    assert_same(dump(dst), expected, slack=slack)
+    assert_same(dump(src), expected, slack=slack)  # the source is untouched
 
 
 def test_copy_with_prefix_dry_run_and_no_overwrite(backends: Backends, cli: Any) -> None:
