@@ -1,10 +1,11 @@
 """Several processes updating one Redis key at once: the cross-process no-lost-update check.
 
 The test side calls :func:`run_workers`; each worker is this file run as a script,
-``python _redis_child.py URL KEY COUNT GO_KEY [--cluster]``: it connects, waits until ``GO_KEY``
-exists (so every worker starts hammering at the same moment), runs ``COUNT`` updates that
-increment ``{"n": ...}`` under ``KEY``, and prints a JSON line with how many times its update
-function ran (more than ``COUNT`` means it lost races and retried).
+``python _redis_child.py URL KEY COUNT GO_KEY [--cluster]``: it connects, counts itself in under
+``GO_KEY:ready``, waits until ``GO_KEY`` exists (the parent sets it once every worker is ready, so
+they all start hammering at the same moment), runs ``COUNT`` updates that increment
+``{"n": ...}`` under ``KEY``, and prints a JSON line with how many times its update function ran
+(more than ``COUNT`` means it lost races and retried).
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ async def run_workers(
     included).
     """
     async with RedisStorage.from_url(url, cluster=cluster) as storage:
-        key, go = "mp:counter", "mp:go"
-        await storage.delete_many([key, go])
+        key, go, ready = "mp:counter", "mp:go", "mp:go:ready"
+        await storage.delete_many([key, go, ready])
         args = [str(Path(__file__)), url, key, str(updates), go]
         if cluster:
             args.append("--cluster")
@@ -39,6 +40,11 @@ async def run_workers(
             )
             for _ in range(processes)
         ]
+        deadline = time.monotonic() + 60
+        while await storage.get(ready, 0) < processes:  # every worker connected and waiting
+            if time.monotonic() > deadline or any(c.returncode is not None for c in children):
+                break
+            await asyncio.sleep(0.005)
         await storage.set(go, True)
         outputs = await asyncio.wait_for(
             asyncio.gather(*(child.communicate() for child in children)), timeout=120
@@ -60,7 +66,8 @@ async def work(url: str, key: str, count: int, go: str, cluster: bool) -> dict[s
         return {"n": value["n"] + 1}
 
     try:
-        deadline = time.monotonic() + 30
+        await storage.incr(go + ":ready")
+        deadline = time.monotonic() + 60
         while not await storage.has(go):
             if time.monotonic() > deadline:
                 raise SystemExit("the start signal never came")

@@ -159,13 +159,20 @@ async def test_default_timeouts_are_short_and_configurable(redis_url: str) -> No
         RedisStorage.from_url(redis_url + "?socket_timeout=0.5&socket_connect_timeout=0.25"),
         RedisStorage.from_url(redis_url, socket_timeout=0.5, socket_connect_timeout=0.25),
         RedisStorage(host="127.0.0.1", socket_timeout=0.5, socket_connect_timeout=0.25),
+        RedisStorage.from_url(redis_url, socket_timeout=None),
     ]
     seen = []
     for storage in storages:
         kwargs = storage.client.connection_pool.connection_kwargs  # type: ignore[union-attr]
-        seen.append((kwargs["socket_connect_timeout"], kwargs["socket_timeout"]))
+        # The reply timeout is the storage's own (one asyncio.timeout per command), so
+        # redis-py's per-socket timeout is off.
+        assert kwargs["socket_timeout"] is None
+        seen.append((kwargs["socket_connect_timeout"], storage._timeout))
         await storage.close()
-    assert seen == [(2.0, 5.0), (0.25, 0.5), (0.25, 0.5), (0.25, 0.5)]
+    assert seen == [(2.0, 5.0), (0.25, 0.5), (0.25, 0.5), (0.25, 0.5), (2.0, None)]
+    for bad in ("0", "-1", "soon", "nan"):
+        with pytest.raises(ConfigurationError, match="socket_timeout"):
+            RedisStorage.from_url(f"{redis_url}?socket_timeout={bad}")
 
 
 async def test_rejects_bad_construction() -> None:
@@ -663,6 +670,7 @@ async def test_unanswered_command_times_out(redis_url: str, raw: aioredis.Redis)
         assert time.monotonic() - started < 1.5
         assert isinstance(info.value, TimeoutError)
         assert isinstance(info.value.__cause__, rx.TimeoutError)
+        assert "0.3s" in str(info.value)
     finally:
         await raw.execute_command("CLIENT", "UNPAUSE")
     assert await storage.get("k") == 1

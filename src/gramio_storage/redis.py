@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import hashlib
+import math
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, ClassVar, TypeVar, overload
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -182,7 +183,7 @@ def _glob_escape(prefix: str) -> str:
 
 
 class RedisStorage(BaseStorage):
-    """A storage in Redis or Valkey: one server (or Sentinel-managed primary) or a Redis Cluster.
+    """A storage in Redis or Valkey, on one server or a Redis Cluster.
 
     Three ways to build one::
 
@@ -210,12 +211,18 @@ class RedisStorage(BaseStorage):
             :class:`~gramio_storage.BackendUnavailableError`.
         socket_timeout: Seconds to wait for a reply before raising
             :class:`~gramio_storage.BackendTimeoutError`.
-        **options: Passed on to the redis-py client (``max_connections``, ``retry``...).
+        max_connections: The most connections the client opens (per node on a cluster);
+            further concurrent calls wait for a free one instead of failing.
+        **options: Passed on to the redis-py client (``client_name``, ``ssl_ca_certs``...).
 
-    A storage built from options does not retry a failed command by itself: a retried
-    ``INCRBY`` or compare-and-set whose first attempt reached the server could apply twice. Dead
-    pooled connections (after a server restart) are replaced before use, so the same storage
-    works again as soon as the server is back. Pass your own ``retry=`` to change this.
+    A storage that makes its client does not retry a failed command: a retried ``INCRBY`` or
+    compare-and-set whose first attempt reached the server would apply twice. Dead pooled
+    connections (after a server restart) are replaced before use, so the same storage works
+    again as soon as the server is back. Pass your own ``retry=`` to change this.
+
+    Raises:
+        ConfigurationError: Both a client and connection options, a client that is not an
+            asyncio redis-py client, or options redis-py rejects.
     """
 
     backend_name: ClassVar[str] = "redis"
@@ -261,9 +268,10 @@ class RedisStorage(BaseStorage):
         if client is None:
             options = given | options
             options["socket_connect_timeout"] = socket_connect_timeout
-            options["socket_timeout"] = socket_timeout
             options["max_connections"] = max_connections
-            self._attach(_make_client(cluster, options), owned=True)
+            timeout = _timeout(socket_timeout, "socket_timeout")
+            options["socket_timeout"] = None  # the storage times replies itself (see _attach)
+            self._attach(_make_client(cluster, options), owned=True, timeout=timeout)
             return
         if not isinstance(client, (Redis, RedisCluster)):
             raise ConfigurationError(
@@ -284,9 +292,19 @@ class RedisStorage(BaseStorage):
             )
         self._attach(client, owned=False)
 
-    def _attach(self, client: Redis | RedisCluster, *, owned: bool) -> None:
-        """Adopt ``client`` and build the command path the hooks call."""
+    def _attach(
+        self, client: Redis | RedisCluster, *, owned: bool, timeout: float | None = None
+    ) -> None:
+        """Adopt ``client`` and build the command path the hooks call.
+
+        ``timeout`` bounds each reply. For a client it makes, the storage applies it here
+        rather than through redis-py's ``socket_timeout``, which wraps every send in
+        ``asyncio.wait_for`` (a new task per command): one ``asyncio.timeout`` per command
+        costs a fraction of that. A command cut off by the timeout leaves redis-py to drop
+        its connection, as its own timeout does.
+        """
         self._client: Redis | RedisCluster = client
+        self._timeout = timeout
         self._owns_client = owned
         self._cluster = isinstance(client, RedisCluster)
         self._json = self._codec is JSON  # stored bytes are JSON numbers: INCRBY counts them
@@ -313,13 +331,27 @@ class RedisStorage(BaseStorage):
                 await initialize()
                 return await unrouted(*args, **kwargs)
 
+        direct = execute
+        if timeout is not None:
+            seconds: float = timeout
+            untimed = direct
+
+            async def direct(*args: Any, **kwargs: Any) -> Any:
+                try:
+                    async with asyncio.timeout(seconds):
+                        return await untimed(*args, **kwargs)
+                except TimeoutError as e:
+                    raise _rx.TimeoutError(f"no reply within {seconds:g}s") from e
+
+            execute = direct
+
         self._slots: _Limiter | None = None
         if not isinstance(getattr(client, "connection_pool", None), BlockingConnectionPool):
             # redis-py's default pools (and every cluster node) raise "Too many connections"
             # once max_connections commands are in flight; a bot's burst of updates should
-            # queue instead, so the storage admits at most that many commands at once.
+            # queue instead, so the storage admits at most that many commands at once (and
+            # starts a command's timeout only once it has a connection).
             slots = self._slots = _Limiter(_connection_limit(client))
-            direct = execute
 
             async def execute(*args: Any, **kwargs: Any) -> Any:
                 if slots.free > 0 and not slots.waiters:
@@ -373,17 +405,22 @@ class RedisStorage(BaseStorage):
             raise ConfigurationError(
                 f"Redis URLs start with redis://, rediss:// or unix://, not {scheme or '?'}://"
             )
+        # Two query parameters are the storage's, not redis-py's: take them out of the URL.
         query = parse_qsl(parts.query, keep_blank_values=True)
-        flags = [value for name, value in query if name == "cluster"]
-        if flags:
-            query = [(name, value) for name, value in query if name != "cluster"]
+        ours = {name: value for name, value in query if name in ("cluster", "socket_timeout")}
+        if ours:
+            query = [(name, value) for name, value in query if name not in ours]
             url = urlunsplit(parts._replace(query=urlencode(query)))
-            if cluster is None:
-                cluster = flags[-1].lower() in ("1", "true", "yes", "on")
+        if cluster is None:
+            cluster = ours.get("cluster", "").lower() in ("1", "true", "yes", "on")
         if cluster and scheme == "unix":
             raise ConfigurationError("Redis Cluster cannot be reached through a unix:// socket")
+        timeout = options.pop("socket_timeout", DEFAULT_SOCKET_TIMEOUT)
+        if "socket_timeout" in ours:  # like redis-py: a value in the URL wins over a keyword
+            timeout = ours["socket_timeout"]
+        timeout = _timeout(timeout, "socket_timeout")
+        options["socket_timeout"] = None  # the storage times replies itself (see _attach)
         options.setdefault("socket_connect_timeout", DEFAULT_SOCKET_CONNECT_TIMEOUT)
-        options.setdefault("socket_timeout", DEFAULT_SOCKET_TIMEOUT)
         options.setdefault("max_connections", DEFAULT_MAX_CONNECTIONS)
         _default_retry(options)
         factory = RedisCluster.from_url if cluster else Redis.from_url
@@ -395,7 +432,7 @@ class RedisStorage(BaseStorage):
         storage = cls.__new__(cls)
         BaseStorage.__init__(storage, codec=codec, ttl=ttl)
         storage._prefix = prefix
-        storage._attach(client, owned=True)
+        storage._attach(client, owned=True, timeout=timeout)
         return storage
 
     @property
@@ -701,16 +738,22 @@ class RedisStorage(BaseStorage):
         return ms if ms > 0 else 1
 
     async def _execute(self, pipe: Any) -> list[Any]:
-        """Run a pipeline, within the storage's in-flight limit."""
+        """Run a pipeline within the storage's in-flight limit and reply timeout."""
         self._check_open()
         slots = self._slots
-        if slots is None:
-            return await pipe.execute()  # type: ignore[no-any-return]
-        await slots.acquire()
+        if slots is not None:
+            await slots.acquire()
         try:
-            return await pipe.execute()  # type: ignore[no-any-return]
+            if self._timeout is None:
+                return await pipe.execute()  # type: ignore[no-any-return]
+            try:
+                async with asyncio.timeout(self._timeout):
+                    return await pipe.execute()  # type: ignore[no-any-return]
+            except TimeoutError as e:
+                raise _rx.TimeoutError(f"no reply within {self._timeout:g}s") from e
         finally:
-            slots.release()
+            if slots is not None:
+                slots.release()
 
     async def _eval(self, script: _Script, key: str, *args: Any) -> Any:
         try:
@@ -782,6 +825,19 @@ def _make_client(cluster: bool, options: dict[str, Any]) -> Redis | RedisCluster
         if isinstance(e, ConfigurationError):
             raise
         raise ConfigurationError(f"Invalid Redis options: {e}") from None
+
+
+def _timeout(value: Any, name: str) -> float | None:
+    """Validate a timeout option: positive seconds, or ``None`` for none."""
+    if value is None or (isinstance(value, str) and value.lower() in ("", "none")):
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"{name} must be seconds or None, got {value!r}") from None
+    if not 0 < seconds < math.inf:
+        raise ConfigurationError(f"{name} must be a positive number of seconds, got {value!r}")
+    return seconds
 
 
 def _connection_limit(client: Redis | RedisCluster) -> int:
