@@ -590,6 +590,29 @@ async def test_sweep_deletes_expired_rows(postgres_dsn: str, table: str) -> None
         await storage.close()
 
 
+async def test_a_failing_sweep_is_logged_and_retried(
+    postgres_dsn: str, table: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """If a sweep fails (here: the table was dropped), a warning says why; the loop goes on."""
+    storage = PostgresStorage(postgres_dsn, table=table, sweep_interval=0.05)
+    try:
+        await storage.open()
+        async with raw(postgres_dsn) as con:
+            await con.execute(f'DROP TABLE "{table}"')
+
+        async def warned_twice() -> bool:
+            return len([r for r in caplog.records if "sweep of" in r.getMessage()]) >= 2
+
+        with caplog.at_level("WARNING", logger="gramio_storage.postgres"):
+            await wait_until(warned_twice)
+        message = caplog.records[-1].getMessage()
+        assert table in message and "does not exist" in message
+        assert PG_PASSWORD not in message
+        assert storage._sweeper is not None and not storage._sweeper.done()
+    finally:
+        await storage.close()
+
+
 async def test_sweeper_stops_on_close(postgres_dsn: str, table: str) -> None:
     """close() ends the sweep task."""
     storage = PostgresStorage(postgres_dsn, table=table, sweep_interval=0.05)

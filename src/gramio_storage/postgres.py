@@ -1063,7 +1063,7 @@ async def _sweep_loop(ref: weakref.ref[PostgresStorage], interval: float) -> Non
             return
         try:
             await storage._sweep()
-        except StorageError as e:
-            # The bot keeps working (reads ignore expired rows); say why the sweep failed.
+        except Exception as e:
+            # The bot keeps working (reads ignore expired rows): say why, try again next time.
             log.warning("Expired-row sweep of %s failed: %s", storage._table_ref, e)
         del storage
