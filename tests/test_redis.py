@@ -733,7 +733,7 @@ async def test_cancelled_waiters_give_their_slot_back(redis_url: str) -> None:
 
 
 async def test_fast_paths_raise_the_documented_errors(
-    storage: RedisStorage, raw: aioredis.Redis
+    storage: RedisStorage, raw: aioredis.Redis, redis_url: str
 ) -> None:
     """get/set with str keys take a shortcut that still raises Decode/EncodeError by key."""
     await raw.set("broken", b"{not json")
@@ -746,11 +746,6 @@ async def test_fast_paths_raise_the_documented_errors(
     await view.set("k", [1])
     assert await raw.get("v:k") == b"[1]"
     assert await view.get("k") == [1]
-    async with RedisStorage.from_url(_db_url(_url(raw), 0), ttl=7) as expiring:
+    async with RedisStorage.from_url(redis_url, ttl=7) as expiring:
         await expiring.set("default-ttl", 1)
     assert 6000 < await raw.pttl("default-ttl") <= 7000
-
-
-def _url(client: aioredis.Redis) -> str:
-    kwargs = client.connection_pool.connection_kwargs
-    return f"redis://{kwargs['host']}:{kwargs['port']}/0"
