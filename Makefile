@@ -26,6 +26,7 @@ pytest: $(STAMP)
 
 bench: $(STAMP)  ## benchmarks vs peers, same run; results go in docs/benchmarks.md
 	$(PY) bench/bench_memory.py
+	$(PY) bench/bench_redis.py
 	$(PY) bench/bench_cloudflare.py
 
 setup: $(STAMP)

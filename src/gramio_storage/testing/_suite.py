@@ -366,7 +366,7 @@ class StorageTests:
         assert await storage.get("users:admins:1") == "a1"
         assert await self._keys(users) == ["1", "admins:1"]
         assert await self._keys(admins) == ["1"]
-        assert admins.prefix == "users:admins:"
+        assert admins.prefix == storage.prefix + "users:admins:"
         assert await admins.clear() == 1
         await self.expect(lambda: self._keys(storage), ["1", "users:1"])
         await admins.close()  # a view does not own the backend
