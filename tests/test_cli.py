@@ -35,7 +35,13 @@ from _cli_backends import (  # noqa: F401  (fixtures)
 )
 from _cloudflare_server import cloudflare_kv  # noqa: F401  (fixture)
 from _pg_server import pg_server, postgres_dsn  # noqa: F401  (fixtures)
-from _redis_server import RedisServer, free_port
+from _redis_server import (  # noqa: F401  (fixtures)
+    RedisCluster,
+    RedisServer,
+    flush,
+    free_port,
+    redis_cluster_session,
+)
 from gramio_storage import storage_from_url
 from gramio_storage.cli import _raw as raw_module
 from gramio_storage.cli import main
@@ -508,6 +514,44 @@ def test_copy_killed_mid_way_completes_on_rerun(backends: Backends, cli_redis: R
     assert rerun.code == 0, rerun
     assert rerun.json["written"] == len(expected)
     assert_same(dump(dst), expected)  # nothing lost, nothing extra
+
+
+def test_redis_keys_of_other_types_are_left_alone(
+    backends: Backends, cli: Any, cli_redis: RedisServer
+) -> None:
+    import redis
+
+    src, dst = backends.url("redis"), backends.url("sqlite")
+    fill(src, {"session:1": b'{"a":1}'}, ttl=300)
+    db = int(src.rpartition("/")[2])
+    with redis.Redis(host="127.0.0.1", port=cli_redis.port, db=db) as client:
+        client.hset("session:other-app", mapping={"x": "1"})  # someone else's hash
+    listing = cli("ls", src, "--json")
+    assert [e["key"] for e in listing.json] == ["session:1"]
+    run = cli("copy", src, dst, "--json")
+    assert run.code == 0 and run.json["written"] == 1
+    assert dump(dst).keys() == {"session:1"}
+
+
+def test_copy_to_and_from_a_redis_cluster(
+    backends: Backends,
+    cli: Any,
+    redis_cluster_session: RedisCluster,  # noqa: F811 (the imported fixture)
+) -> None:
+    # Keys spread over every hash slot: the CLI pipelines per key instead of the script.
+    flush(redis_cluster_session)  # the session's shared cluster: start (and end) empty
+    cluster = f"{redis_cluster_session.url}?cluster=true"
+    src, back = backends.url("sqlite"), backends.url("sqlite")
+    expected = asyncio.run(seed(src, 1_000))
+    try:
+        assert cli("copy", src, cluster).code == 0
+        assert len(cli("ls", cluster, "--json", "--limit", "0").json) == len(expected)
+        again = cli("copy", src, cluster, "--no-overwrite", "--json")
+        assert (again.json["written"], again.json["skipped_existing"]) == (0, len(expected))
+        assert cli("copy", cluster, back).code == 0
+        assert_same(dump(back), expected)
+    finally:
+        flush(redis_cluster_session)
 
 
 def test_copy_refuses_the_same_url(backends: Backends, cli: Any) -> None:

@@ -111,26 +111,31 @@ class Reader:
         p = self._prefix
         full = [p + k for k in keys] if p else keys
         if self._bulk is not None:
-            now = time.monotonic()
+            started = time.monotonic()
+            replies = await self._bulk.read(full)
+            # The server measured the TTLs during the call: date them from its middle.
+            now = (started + time.monotonic()) / 2
             return [
                 Entry(k, bytes(v), None if ttl is None else now + ttl)
-                for k, (v, ttl) in zip(keys, await self._bulk.read(full), strict=True)
+                for k, (v, ttl) in zip(keys, replies, strict=True)
                 if v is not None and ttl != GONE
             ]
         values = await self._root._get_many(full)
         found = [(k, v) for k, v in zip(keys, values, strict=True) if v is not None]
         if not found:
             return []
-        now = time.monotonic()
-        ttls = await self.ttls([p + k for k, _ in found])
+        deadlines = await self.deadlines([p + k for k, _ in found])
         return [
-            Entry(k, bytes(v), None if ttl is None else now + ttl)
-            for (k, v), ttl in zip(found, ttls, strict=True)
-            if ttl != GONE
+            Entry(k, bytes(v), deadline)
+            for (k, v), deadline in zip(found, deadlines, strict=True)
+            if deadline != GONE
         ]
 
-    async def ttls(self, keys: Sequence[str]) -> list[float | None]:
-        """TTL of each key; ``GONE`` (a negative number) for keys that expired meanwhile.
+    async def deadlines(self, keys: Sequence[str]) -> list[float | None]:
+        """When each key expires (``time.monotonic()``), None for never, ``GONE`` if it is gone.
+
+        Each TTL is dated from the middle of its own call, so a slow backend (or many keys in
+        flight) does not shorten the TTLs by the time spent waiting for them.
 
         A backend that answers in microseconds (SQLite runs inline) is asked key after key:
         a task per key would cost more than the call. One with network round trips is asked
@@ -155,7 +160,9 @@ class Reader:
         if not self.ttl_supported:
             return None
         try:
-            return await self._root._ttl(key)
+            started = time.monotonic()
+            ttl = await self._root._ttl(key)
+            return None if ttl is None else (started + time.monotonic()) / 2 + ttl
         except KeyNotFoundError:
             return GONE
         except UnsupportedOperationError:
