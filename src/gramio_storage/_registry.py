@@ -22,7 +22,7 @@ class _Adapter(NamedTuple):
 # A lazy table, as fsspec keeps it: nothing is imported until a URL asks for it.
 _BUILTIN: dict[str, _Adapter] = {
     "memory": _Adapter("gramio_storage.memory:MemoryStorage", None),
-    "sqlite": _Adapter("gramio_storage.sqlite:SQLiteStorage", "sqlite"),
+    "sqlite": _Adapter("gramio_storage.sqlite:SQLiteStorage", None),  # stdlib sqlite3
     "postgresql": _Adapter("gramio_storage.postgres:PostgresStorage", "postgres"),
     "postgres": _Adapter("gramio_storage.postgres:PostgresStorage", "postgres"),
     "redis": _Adapter("gramio_storage.redis:RedisStorage", "redis"),
