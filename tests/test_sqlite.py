@@ -713,3 +713,18 @@ async def test_keys_with_unicode_edges_do_not_widen(tmp_path: Path) -> None:
         assert await storage.clear("\U0010ffff") == 0
     finally:
         await storage.close()
+
+
+async def test_raw_bytes_that_are_not_text_are_kept_as_a_blob(tmp_path: Path) -> None:
+    """Bytes written through the hooks (the CLI copying msgpack values) round-trip exactly."""
+    storage = SQLiteStorage(tmp_path / "raw.db")
+    raw = b"\x81\xa1a\xff\xfe"  # msgpack-ish, not UTF-8
+    await storage._set("raw", raw, None)
+    await storage._set("text", b'{"a":1}', None)
+    assert await storage._get("raw") == raw
+    assert await storage._get_many(["raw", "text"]) == [raw, b'{"a":1}']
+    assert await storage.get("text") == {"a": 1}
+    await storage.close()
+    with sqlite3.connect(tmp_path / "raw.db") as conn:
+        kinds = dict(conn.execute("SELECT key, typeof(value) FROM gramio_storage").fetchall())
+    assert kinds == {"raw": "blob", "text": "text"}

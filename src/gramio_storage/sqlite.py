@@ -426,7 +426,14 @@ class SQLiteStorage(BaseStorage):
 
     def _bind(self, data: bytes) -> str | bytes:
         # sqlite3 binds str as TEXT and bytes as BLOB; GramIO's JSON.parse needs TEXT.
-        return data.decode() if self._text else data
+        if self._text:
+            try:
+                return data.decode()
+            except UnicodeDecodeError:
+                # Not text (raw bytes copied in through the hooks, e.g. by the CLI from a
+                # msgpack store): keep it as a BLOB, which reads back byte for byte.
+                return data
+        return data
 
     def _expiry(self, ttl: float | None) -> float | None:
         return None if ttl is None else self._clock() + ttl
@@ -532,7 +539,7 @@ class SQLiteStorage(BaseStorage):
     async def _set(self, key: str, data: bytes, ttl: float | None) -> None:
         params = (
             key,
-            data.decode() if self._text else data,
+            self._bind(data),
             None if ttl is None else self._clock() + ttl,
         )
         try:
@@ -653,7 +660,7 @@ class SQLiteStorage(BaseStorage):
     async def _add(self, key: str, data: bytes, ttl: float | None) -> bool:
         # One UPSERT statement: atomic across processes without an explicit transaction.
         now = self._clock()
-        params = (key, data.decode() if self._text else data, _plus(now, ttl), now)
+        params = (key, self._bind(data), _plus(now, ttl), now)
         try:
             count = self._ex(self._q_add, params).rowcount
         except sqlite3.Error as e:
