@@ -686,6 +686,10 @@ class PostgresStorage(BaseStorage):
                     except Exception as e:
                         raise self._error(e, "connect") from e
                 await self._prepare_table(pool)
+                if self._closed:  # close() ran while we were connecting
+                    raise StorageClosedError(
+                        "This PostgresStorage is closed", backend=self.backend_name
+                    )
             except BaseException:
                 if self._given_pool is None:
                     pool.terminate()
