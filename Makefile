@@ -27,9 +27,11 @@ pytest: $(STAMP)
 bench: $(STAMP)  ## benchmarks vs peers, same run; results go in docs/benchmarks.md
 	$(PY) bench/bench_memory.py
 	$(PY) bench/bench_sqlite.py
+	$(PY) bench/bench_postgres.py
 	$(PY) bench/bench_redis.py
 	$(PY) bench/bench_cloudflare.py
 	$(PY) bench/bench_cli_copy.py
+	$(PY) bench/bench_bot.py
 
 setup: $(STAMP)
 

@@ -25,6 +25,7 @@ import datetime
 import itertools
 import os
 import tempfile
+import urllib.parse
 from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
@@ -198,7 +199,7 @@ async def play(url: str, reset: bool) -> None:
             script, note = RESUMED, "a new process: the bot still waits for the form's answer"
         else:
             script, note = LATER_RUNS, "the bot remembers the earlier runs"
-        print(f"storage: {url} ({note})\n")
+        print(f"storage: {_safe(url)} ({note})\n")
         for update_id, text in enumerate(script, start=1):
             print(f"  {USER_NAME:>6} > {text}")
             await dp.feed_update(bot, user_message(bot, update_id, text))
@@ -209,12 +210,21 @@ async def play(url: str, reset: bool) -> None:
     print("\nRun it again: the bot continues where it stopped. --reset forgets everything.")
 
 
+def _safe(url: str) -> str:
+    """The URL with any password masked, fit to print."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
 async def run_for_real(url: str, token: str) -> None:
     storage = storage_from_url(url)
     async with storage:
         dp = build_dispatcher(storage)
         bot = Bot(token)
-        print(f"polling with storage {url}; Ctrl+C to stop")
+        print(f"polling with storage {_safe(url)}; Ctrl+C to stop")
         await dp.start_polling(bot)
 
 
@@ -226,6 +236,7 @@ def main(argv: list[str] | None = None) -> None:
         help="storage URL (default: $GRAMIO_DEMO_STORAGE or a SQLite file in the temp dir)",
     )
     parser.add_argument("--reset", action="store_true", help="forget earlier runs first")
+    # Explicit only: `make demo` must stay offline even where a token is in the environment.
     parser.add_argument("--token", help="run the same bot for real with this bot token")
     args = parser.parse_args(argv)
     if args.token:

@@ -283,6 +283,8 @@ class StorageEventIsolation(BaseEventIsolation):
         # and a counter (unique within it). Cheaper than a uuid4 per lock.
         self._owner = uuid.uuid4().hex
         self._tokens = itertools.count()
+        # Releases interrupted by cancellation, finishing in the background (strong references).
+        self._background: set[asyncio.Task[None]] = set()
 
     @asynccontextmanager
     async def lock(self, key: StorageKey) -> AsyncGenerator[None, None]:
@@ -296,8 +298,16 @@ class StorageEventIsolation(BaseEventIsolation):
             try:
                 yield
             finally:
-                # Shielded: a cancelled handler must still free the lock for other processes.
-                await asyncio.shield(self._release(name, token, deadline))
+                # A plain await: shielding every release would cost a Task per update. Only if
+                # the release itself is cancelled is it finished in the background (checking the
+                # token, since by then the lock may have expired and changed hands).
+                try:
+                    await self._release(name, token, deadline)
+                except asyncio.CancelledError:
+                    task = asyncio.get_running_loop().create_task(self._release(name, token, 0.0))
+                    self._background.add(task)
+                    task.add_done_callback(self._background.discard)
+                    raise
 
     async def _acquire(self, name: str) -> tuple[str, float]:
         token = f"{self._owner}:{next(self._tokens)}"

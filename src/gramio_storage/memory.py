@@ -117,7 +117,8 @@ class MemoryStorage(BaseStorage):
                 k = self._prefix + key
                 value = self._data.get(k)
                 if value is None:
-                    if not self._reference:
+                    # Encoded mode never stores None; in reference mode a stored None is rare.
+                    if not self._reference or k not in self._data:
                         return default
                 elif not self._expires or k not in self._expires:
                     if self._reference:
