@@ -455,6 +455,21 @@ class StorageTests:
         assert await storage.add("lock", "b") is True
         assert await storage.get("lock") == "b"
 
+    async def test_incr_and_update_treat_expired_keys_as_absent(self, storage: BaseStorage) -> None:
+        """An expired counter restarts at 0 without its old expiry; update sees the default."""
+        self.skip_unless_atomic()
+        self.skip_unless_ttl(wait=True)
+        ttl = self.short_ttl()
+        await storage.set("n", 41, ttl=ttl)
+        await storage.set("u", {"v": 1}, ttl=ttl)
+        await self.advance_time(storage, ttl)
+        await self.expect(lambda: storage.has("n"), False, within=2.0)
+        await self.expect(lambda: storage.has("u"), False, within=2.0)
+        assert await storage.incr("n") == 1
+        assert await storage.ttl("n") is None
+        assert await storage.update("u", lambda v: v, default={"v": 0}) == {"v": 0}
+        assert await storage.get("u") == {"v": 0}
+
     async def test_incr_counts(self, storage: BaseStorage) -> None:
         """Incr starts at 0, adds any int, and the counter reads back as a plain number."""
         if not self.supports_atomic:
