@@ -624,9 +624,17 @@ class StorageTests:
         assert await storage.has("other") is False
 
     async def test_ttl_below_the_backend_minimum_is_rejected(self, storage: BaseStorage) -> None:
-        """A TTL below min_ttl raises InvalidTTLError naming the limit (never rounded up)."""
+        """A TTL below min_ttl raises InvalidTTLError naming the limit (never rounded up).
+
+        Without a minimum, even a millisecond TTL is accepted and reported.
+        """
         if self.min_ttl <= 0:
-            pytest.skip("backend has no minimum TTL")
+            await storage.set("k", 1, ttl=0.001)
+            await storage.set("long", 1, ttl=timedelta(milliseconds=100_000))
+            if self.supports_ttl:
+                left = await storage.ttl("long")
+                assert left is not None and 100 - self.ttl_precision - 1 <= left <= 100
+            return
         with pytest.raises(InvalidTTLError, match=f"{self.min_ttl:g}"):
             await storage.set("k", 1, ttl=self.min_ttl / 2)
         assert await storage.has("k") is False
