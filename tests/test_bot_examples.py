@@ -10,20 +10,16 @@ answers with canned JSON), across a restart on a SQLite file, so the example sta
 from __future__ import annotations
 
 import importlib.util
-import itertools
-import json
 import sys
-import time
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import pytest
 from aiogram import Bot
-from telegram import Update
 from telegram.ext import Application, CommandHandler, ConversationHandler
-from telegram.request import BaseRequest, HTTPXRequest, RequestData
+from telegram.request import HTTPXRequest
 
+from _ptb_offline import RecordingRequest, message
 from gramio_storage import BaseStorage, MemoryStorage, storage_from_url
 from gramio_storage.aiogram import AiogramStorage, SessionMiddleware, StorageEventIsolation
 from gramio_storage.telegram import StoragePersistence
@@ -47,85 +43,23 @@ bot_telegram = load_example("bot_telegram")
 bot_demo = load_example("bot_demo")
 
 
-class OfflineRequest(BaseRequest):
-    """PTB's HTTP layer, answering like the Bot API without a network; records what is sent."""
-
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-        self._ids = itertools.count(1000)
-
-    @property
-    def read_timeout(self) -> float | None:
-        return 1.0
-
-    async def initialize(self) -> None:
-        return None
-
-    async def shutdown(self) -> None:
-        return None
-
-    async def do_request(
-        self,
-        url: str,
-        method: str,
-        request_data: RequestData | None = None,
-        *args: Any,
-        **kwargs: Any,
-    ) -> tuple[int, bytes]:
-        endpoint = url.rsplit("/", 1)[1]
-        params = request_data.parameters if request_data is not None else {}
-        result: Any = True
-        if endpoint == "getMe":
-            result = {"id": 123456, "is_bot": True, "first_name": "Demo", "username": "demo_bot"}
-        elif endpoint == "sendMessage":
-            self.sent.append(str(params["text"]))
-            result = {
-                "message_id": next(self._ids),
-                "date": int(time.time()),
-                "chat": {"id": params["chat_id"], "type": "private"},
-                "text": params["text"],
-            }
-        else:
-            raise AssertionError(f"the example should not call {endpoint}")
-        return 200, json.dumps({"ok": True, "result": result}).encode()
-
-
-_update_ids = itertools.count(1)
-
-
-def user_message(app: Application[Any, Any, Any, Any, Any, Any], text: str) -> Update:
-    n = next(_update_ids)
-    message: dict[str, Any] = {
-        "message_id": n,
-        "date": int(time.time()),
-        "chat": {"id": USER_ID, "type": "private"},
-        "from": {"id": USER_ID, "is_bot": False, "first_name": "Alice"},
-        "text": text,
-    }
-    if text.startswith("/"):
-        message["entities"] = [{"type": "bot_command", "offset": 0, "length": len(text)}]
-    update = Update.de_json({"update_id": n, "message": message}, app.bot)
-    assert update is not None
-    return update
-
-
 async def play(storage: BaseStorage, script: list[str]) -> list[str]:
     """One bot process: start, answer the script, stop as ``run_polling`` would; the replies."""
-    request = OfflineRequest()
+    request = RecordingRequest(allowed=frozenset({"getMe", "sendMessage"}))
     builder = (
         Application.builder()
         .token(FAKE_TOKEN)
         .request(request)
-        .get_updates_request(OfflineRequest())
+        .get_updates_request(RecordingRequest(allowed=frozenset()))
     )
     app = bot_telegram.build_application(builder, storage)
     await app.initialize()
     for text in script:
-        await app.process_update(user_message(app, text))
+        await app.process_update(message(app, USER_ID, text, "Alice"))
     await app.shutdown()  # PTB's final flush through the persistence
     assert app.post_shutdown is not None
     await app.post_shutdown(app)  # the example closes the storage here
-    return request.sent
+    return request.texts()
 
 
 async def test_the_telegram_example_continues_the_demo_conversation_after_a_restart(

@@ -8,9 +8,6 @@ Bot API JSON (no network). Every scenario runs on every backend available in the
 from __future__ import annotations
 
 import asyncio
-import itertools
-import json
-import time
 from typing import Any
 
 import pytest
@@ -24,82 +21,12 @@ from telegram.ext import (
     PersistenceInput,
     filters,
 )
-from telegram.request import BaseRequest, RequestData
 
 from _bot_backends import *  # noqa: F403  (the `backend` fixture and server fixtures)
 from _bot_backends import BotBackend
+from _ptb_offline import RecordingRequest, message
 from gramio_storage import BaseStorage, DecodeError, EncodeError, MemoryStorage
 from gramio_storage.telegram import StoragePersistence
-
-# ------------------------------------------------------------------ an offline Bot API
-
-
-class RecordingRequest(BaseRequest):
-    """Answers Bot API calls with canned JSON and records them; never touches the network."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, dict[str, Any]]] = []
-        self._ids = itertools.count(1000)
-
-    @property
-    def read_timeout(self) -> float | None:
-        return 1.0
-
-    async def initialize(self) -> None:
-        return None
-
-    async def shutdown(self) -> None:
-        return None
-
-    async def do_request(
-        self,
-        url: str,
-        method: str,
-        request_data: RequestData | None = None,
-        *args: Any,
-        **kwargs: Any,
-    ) -> tuple[int, bytes]:
-        endpoint = url.rsplit("/", 1)[1]
-        params = request_data.parameters if request_data is not None else {}
-        self.calls.append((endpoint, params))
-        result: Any = True
-        if endpoint == "getMe":
-            result = {"id": 123, "is_bot": True, "first_name": "Test", "username": "test_bot"}
-        elif endpoint == "sendMessage":
-            result = {
-                "message_id": next(self._ids),
-                "date": int(time.time()),
-                "chat": {"id": params["chat_id"], "type": "private"},
-                "text": params["text"],
-            }
-        return 200, json.dumps({"ok": True, "result": result}).encode()
-
-    def texts(self) -> list[str]:
-        return [str(p["text"]) for name, p in self.calls if name == "sendMessage"]
-
-
-_update_ids = itertools.count(1)
-
-
-def message(app: Application[Any, Any, Any, Any, Any, Any], user_id: int, text: str) -> Update:
-    n = next(_update_ids)
-    data: dict[str, Any] = {
-        "update_id": n,
-        "message": {
-            "message_id": n,
-            "date": int(time.time()),
-            "chat": {"id": user_id, "type": "private"},
-            "from": {"id": user_id, "is_bot": False, "first_name": f"User{user_id}"},
-            "text": text,
-        },
-    }
-    if text.startswith("/"):
-        command = text.split()[0]
-        data["message"]["entities"] = [{"type": "bot_command", "offset": 0, "length": len(command)}]
-    update = Update.de_json(data, app.bot)
-    assert update is not None
-    return update
-
 
 # ------------------------------------------------------------------ the bot under test
 
