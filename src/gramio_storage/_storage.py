@@ -225,11 +225,24 @@ class BaseStorage:
             A dict from each requested key (as passed) to its value; missing keys are absent.
         """
         wanted = _key_list(keys, "get_many")
-        found = await self._root._get_many([self._key(k) for k in wanted])
-        decode = self._decode_value
-        return {
-            k: decode(k, data) for k, data in zip(wanted, found, strict=True) if data is not None
-        }
+        prefix = self._prefix
+        if all(k.__class__ is str and k for k in wanted):  # the common case: no per-key calls
+            full = [prefix + k for k in wanted] if prefix else wanted
+        else:
+            full = [self._key(k) for k in wanted]
+        found = await self._root._get_many(full)
+        result: dict[Any, Any] = {}
+        decode_any = self._decode_any
+        for k, data in zip(wanted, found, strict=True):
+            if data is not None:
+                if k.__class__ is str:
+                    try:
+                        result[k] = decode_any(data)
+                        continue
+                    except Exception:  # noqa: S110 - _decode_value below raises the DecodeError
+                        pass
+                result[k] = self._decode_value(k, data)
+        return result
 
     @overload
     async def set_many(self, items: Mapping[Key[T], T], *, ttl: TTL | None = None) -> None: ...

@@ -322,7 +322,10 @@ class MemoryStorage(BaseStorage):
                 yield key
 
     async def _get_many(self, keys: Sequence[str]) -> list[Any]:
-        return [await self._get(k) for k in keys]
+        if self._expires or self._reference or self._max_size is not None:
+            return [await self._get(k) for k in keys]  # liveness, stored None, LRU: per key
+        get = self._data.get
+        return [get(k) for k in keys]
 
     async def _set_many(self, items: Sequence[tuple[str, Any]], ttl: float | None) -> None:
         for key, data in items:
