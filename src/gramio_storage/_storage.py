@@ -480,6 +480,21 @@ class BaseStorage:
             deleted += await self._delete_many(batch)
         return deleted
 
+    async def _scan_ttl(self, prefix: str) -> AsyncIterator[tuple[str, float | None]]:
+        """Yield ``(key, seconds left or None)`` for live keys starting with ``prefix``.
+
+        Tools that copy or list keys with their expiries (the CLI) use this. The default asks
+        ``_ttl`` key by key; a backend whose listing reports expiries (Cloudflare KV) overrides
+        it to save a request per key. A backend without TTLs yields ``None`` for every key.
+        """
+        async for key in self._scan(prefix):
+            try:
+                yield key, await self._ttl(key)
+            except KeyNotFoundError:
+                continue  # deleted or expired since the scan saw it
+            except UnsupportedOperationError:
+                yield key, None
+
     async def _ttl(self, key: str) -> float | None:
         """Seconds left, ``None`` for no expiry; ``raise self._not_found(key)`` if missing."""
         raise UnsupportedOperationError(

@@ -605,6 +605,17 @@ class CloudflareKVStorage(BaseStorage):
             deleted += len(page)
         return deleted
 
+    async def _scan_ttl(self, prefix: str) -> AsyncIterator[tuple[str, float | None]]:
+        # The listing carries each key's expiration: no request per key (see _ttl).
+        async for page in self._pages(prefix, LIST_LIMIT):
+            now = time.time()
+            for item in page:
+                expiration = item.get("expiration")
+                if expiration is None:
+                    yield item["name"], None
+                elif (left := float(expiration) - now) > 0:
+                    yield item["name"], left
+
     async def _ttl(self, key: str) -> float | None:
         self._check_key(key)
         # A listing reports expirations without sending values; the key itself sorts first

@@ -45,7 +45,7 @@ async def cmd_ls(ctx: Context, args: argparse.Namespace) -> int:
         out = sys.stdout.buffer
         if args.json:
             out.write(b"[")
-        async for batch in batched_keys(storage, args.prefix, DEFAULT_BATCH):
+        async for batch in batched_keys(storage, args.prefix, DEFAULT_BATCH, reader):
             if limit and shown + len(batch) > limit:
                 batch = batch[: limit - shown + 1]  # one extra tells us there is more
             entries = await reader.read(batch)
@@ -179,7 +179,7 @@ async def cmd_stats(ctx: Context, args: argparse.Namespace) -> int:
     async with ctx.open(args.url) as storage:
         reader = Reader(storage)
         with progress("scanning", None, wants_progress(ctx.quiet)) as bar:
-            async for batch in batched_keys(storage, args.prefix, DEFAULT_BATCH):
+            async for batch in batched_keys(storage, args.prefix, DEFAULT_BATCH, reader):
                 entries = await reader.read(batch)
                 now = time.monotonic()
                 for entry in entries:

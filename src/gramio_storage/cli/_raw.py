@@ -25,13 +25,11 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from .._errors import KeyNotFoundError, UnsupportedOperationError
+from .._storage import BaseStorage
 from ._fast import GONE, bulk_io
-
-if TYPE_CHECKING:
-    from .._storage import BaseStorage
 
 __all__ = ["DEFAULT_BATCH", "Entry", "Reader", "WriteStats", "Writer", "batched_keys"]
 
@@ -61,20 +59,34 @@ class Entry:
 
 
 async def batched_keys(
-    storage: BaseStorage, prefix: str, size: int = DEFAULT_BATCH
+    storage: BaseStorage, prefix: str, size: int = DEFAULT_BATCH, reader: Reader | None = None
 ) -> AsyncIterator[list[str]]:
     """Yield the keys starting with ``prefix`` in lists of at most ``size``.
 
     Keys are relative to the storage's own prefix (a ``prefix=`` given at construction), like
     :meth:`BaseStorage.keys` returns them; :class:`Reader` and :class:`Writer` add it back.
+
+    With a ``reader``, on a backend whose listing reports expiries (its ``_scan_ttl`` hook is
+    its own), the deadlines seen while listing are handed to the reader, which then needs no
+    request per key for TTLs (Cloudflare KV: one listing per 1,000 keys instead of 1,000).
     """
     cut = len(storage.prefix)
     batch: list[str] = []
-    async for key in storage._root._scan(storage.prefix + prefix):
-        batch.append(key[cut:])
-        if len(batch) >= size:
-            yield batch
-            batch = []
+    root = storage._root
+    if reader is not None and type(root)._scan_ttl is not BaseStorage._scan_ttl:
+        known = reader.known
+        async for key, ttl in root._scan_ttl(storage.prefix + prefix):
+            known[key] = None if ttl is None else time.monotonic() + ttl
+            batch.append(key[cut:])
+            if len(batch) >= size:
+                yield batch
+                batch = []
+    else:
+        async for key in root._scan(storage.prefix + prefix):
+            batch.append(key[cut:])
+            if len(batch) >= size:
+                yield batch
+                batch = []
     if batch:
         yield batch
 
@@ -105,6 +117,8 @@ class Reader:
         self._bulk = bulk_io(storage._root)
         self._concurrent: bool | None = None
         self.ttl_supported = True
+        # Deadlines already known from a listing (see batched_keys), by full key.
+        self.known: dict[str, float | None] = {}
 
     async def read(self, keys: Sequence[str]) -> list[Entry]:
         """Return the entries of ``keys`` that exist, in order; vanished keys are left out."""
@@ -120,11 +134,16 @@ class Reader:
                 for k, (v, ttl) in zip(keys, replies, strict=True)
                 if v is not None and ttl != GONE
             ]
+        listed = {k: self.known.pop(k) for k in full if k in self.known} if self.known else {}
         values = await self._root._get_many(full)
         found = [(k, v) for k, v in zip(keys, values, strict=True) if v is not None]
         if not found:
             return []
-        deadlines = await self.deadlines([p + k for k, _ in found])
+        wanted = [p + k for k, _ in found]
+        if listed and all(k in listed for k in wanted):
+            deadlines = [listed[k] for k in wanted]
+        else:
+            deadlines = await self.deadlines(wanted)
         return [
             Entry(k, bytes(v), deadline)
             for (k, v), deadline in zip(found, deadlines, strict=True)

@@ -135,7 +135,7 @@ async def cmd_export(ctx: Context, args: argparse.Namespace) -> int:
             _output(args.output) as out,
             progress("exporting", total, wants_progress(ctx.quiet)) as bar,
         ):
-            async for batch in batched_keys(storage, args.prefix, args.batch_size):
+            async for batch in batched_keys(storage, args.prefix, args.batch_size, reader):
                 entries = await reader.read(batch)
                 now = time.monotonic()
                 lines = []
@@ -269,7 +269,7 @@ async def cmd_copy(ctx: Context, args: argparse.Namespace) -> int:
         show = wants_progress(ctx.quiet)
         total = await _count(src, args.prefix) if show else None
         with progress("copying", total, show) as bar:
-            async for batch in batched_keys(src, args.prefix, args.batch_size):
+            async for batch in batched_keys(src, args.prefix, args.batch_size, reader):
                 entries = await reader.read(batch)
                 await writer.write(entries)
                 bar.advance(len(batch))

@@ -407,6 +407,24 @@ class StorageTests:
             left = await storage.ttl(key)
             assert left is not None and expected - self.ttl_precision - 1 <= left <= expected
 
+    async def test_scan_with_ttls_agrees_with_ttl(self, storage: BaseStorage) -> None:
+        """The ``_scan_ttl`` hook (used by the CLI) lists live keys with what ttl() reports."""
+        long = max(self.min_ttl, 100.0)
+        await storage.set_many({"s:plain": 1, "other": 3})
+        if self.supports_ttl:
+            await storage.set("s:timed", 2, ttl=long)
+        root = storage._root
+        expected = {storage.prefix + "s:plain"} | (
+            {storage.prefix + "s:timed"} if self.supports_ttl else set()
+        )
+        await self.expect(lambda: _keyset(root, storage.prefix + "s:"), expected)
+        found = {k: t async for k, t in root._scan_ttl(storage.prefix + "s:")}
+        assert found.keys() == expected
+        assert found[storage.prefix + "s:plain"] is None
+        if self.supports_ttl:
+            left = found[storage.prefix + "s:timed"]
+            assert left is not None and long - self.ttl_precision - 1 <= left <= long
+
     async def test_set_without_ttl_removes_the_expiry(self, storage: BaseStorage) -> None:
         """A plain set replaces the value and its expiry, like Redis SET."""
         self.skip_unless_ttl()
@@ -645,3 +663,7 @@ class StorageTests:
         """A storage is an async context manager yielding itself (closing is tested per backend)."""
         assert await storage.__aenter__() is storage
         assert "prefix=" in repr(storage.with_prefix("p:"))
+
+
+async def _keyset(root: BaseStorage, prefix: str) -> set[str]:
+    return {k async for k, _ in root._scan_ttl(prefix)}
