@@ -25,3 +25,40 @@ def test_tour_runs_on_memory() -> None:
     assert "add('lock', ...) twice -> True, False" in out
     assert "after 0.6 s: get('otp:42') -> None" in out
     assert "scenes untouched: {'scene': 'checkout', 'step': 2}" in out
+
+
+def _readme_snippet() -> str:
+    """The README's first Python block as a script: the awaits run inside ``main()``."""
+    text = (ROOT / "README.md").read_text()
+    lines = text.split("```python\n", 1)[1].split("```", 1)[0].splitlines()
+    first_await = next(i for i, line in enumerate(lines) if "await " in line)
+    return "\n".join(
+        [
+            "import asyncio",
+            *lines[:first_await],
+            "async def main() -> None:",
+            *[f"    {line}" for line in lines[first_await:]],
+            "    print(user, hits)",
+            "    await storage.close()",
+            "asyncio.run(main())",
+        ]
+    )
+
+
+def test_readme_example_runs_and_type_checks(tmp_path: Path) -> None:
+    """The README's first example works as written (on a SQLite file) and passes mypy --strict."""
+    script = tmp_path / "readme_example.py"
+    script.write_text(_readme_snippet())
+    run = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "User(name='Alice', visits=1) 1"
+    assert (tmp_path / "bot.db").exists()
+    typed = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(script)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert typed.returncode == 0, typed.stdout
