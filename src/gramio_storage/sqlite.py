@@ -94,8 +94,12 @@ _SQL = {
         "SELECT key, value FROM {t} WHERE (expires_at IS NULL OR expires_at > ?) AND key IN "
     ),
     "delete_many": "DELETE FROM {t} WHERE (expires_at IS NULL OR expires_at > ?) AND key IN ",
-    "scan_first": "SELECT key FROM {t} WHERE key >= ? AND (expires_at IS NULL OR expires_at > ?)",
-    "scan": "SELECT key FROM {t} WHERE key > ? AND (expires_at IS NULL OR expires_at > ?)",
+    "scan_first": (
+        "SELECT key, expires_at FROM {t} WHERE key >= ? AND (expires_at IS NULL OR expires_at > ?)"
+    ),
+    "scan": (
+        "SELECT key, expires_at FROM {t} WHERE key > ? AND (expires_at IS NULL OR expires_at > ?)"
+    ),
     "clear_page": "SELECT key, expires_at FROM {t} WHERE key >= ?",
     "clear_delete": "DELETE FROM {t} WHERE key >= ? AND key <= ?",
     # Batched (LIMIT 1000, see _SWEEP_BATCH), found through the partial index on expires_at.
@@ -509,6 +513,19 @@ class SQLiteStorage(BaseStorage):
         return found
 
     async def _scan(self, prefix: str) -> AsyncIterator[str]:
+        async for rows in self._scan_pages(prefix):
+            for k, _ in rows:
+                yield k.decode()
+
+    async def _scan_ttl(self, prefix: str) -> AsyncIterator[tuple[str, float | None]]:
+        # The pages carry expires_at: no statement per key for the CLI's ls/export/copy.
+        async for rows in self._scan_pages(prefix):
+            now = self._clock()
+            for k, expires_at in rows:
+                yield k.decode(), None if expires_at is None else float(expires_at) - now
+
+    async def _scan_pages(self, prefix: str) -> AsyncIterator[list[Any]]:
+        """Live ``(key bytes, expires_at)`` rows starting with ``prefix``, a page at a time."""
         # Keyset pagination over the primary key: key >= prefix AND key < upper, where upper is
         # the prefix with its last character bumped. Nothing is widened by '%' or '_', and
         # each page is a fresh statement, so deletes during iteration are harmless.
@@ -525,8 +542,8 @@ class SQLiteStorage(BaseStorage):
                 rows = self._ex(sql, params).fetchall()
             except sqlite3.Error as e:
                 rows = await self._again("keys", self._fetchall, (sql, params), prefix or None, e)
-            for (k,) in rows:
-                yield k.decode()
+            if rows:
+                yield rows
             if len(rows) < _SCAN_PAGE:
                 return
             sql, after = rest, rows[-1][0].decode()
