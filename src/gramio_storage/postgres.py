@@ -585,7 +585,9 @@ class PostgresStorage(BaseStorage):
         )
         # The prefix range [prefix, successor) is exact because comparisons use byte order;
         # COLLATE "C" is spelled out in case someone created the table with another collation.
-        scan = f'SELECT key FROM {t} WHERE key {{op}} $1 COLLATE "C" {{hi}}AND {live} '
+        # The second column (seconds left, NULL for never) serves _scan_ttl at no extra cost.
+        scan = "SELECT key, extract(epoch FROM expires_at - now())::float8 "
+        scan += f'FROM {t} WHERE key {{op}} $1 COLLATE "C" {{hi}}AND {live} '
         scan += 'ORDER BY key COLLATE "C" LIMIT $2'
         hi = 'AND key < $3 COLLATE "C" '
         self._sql_scan = {
@@ -883,6 +885,18 @@ class PostgresStorage(BaseStorage):
             raise self._error(e, "delete_many", _blame(keys)) from e
 
     async def _scan(self, prefix: str) -> AsyncIterator[str]:
+        async for rows in self._scan_pages(prefix):
+            for row in rows:
+                yield row[0]
+
+    async def _scan_ttl(self, prefix: str) -> AsyncIterator[tuple[str, float | None]]:
+        # The pages carry the seconds left (server clock): no query per key for the CLI.
+        async for rows in self._scan_pages(prefix):
+            for row in rows:
+                yield row[0], row[1]
+
+    async def _scan_pages(self, prefix: str) -> AsyncIterator[list[Any]]:
+        """Live ``(key, seconds left)`` rows starting with ``prefix``, a page at a time."""
         pool = self._pool or await self._ready()
         if not _storable(prefix):  # no stored key can start with it
             return
@@ -896,8 +910,8 @@ class PostgresStorage(BaseStorage):
                 rows = await pool.fetch(sql, *args)
             except Exception as e:
                 raise self._error(e, f"keys({prefix!r})") from e
-            for row in rows:
-                yield row[0]
+            if rows:
+                yield rows
             if len(rows) < page:
                 return
             # Keyset pagination: the next page starts after the last key seen, so deletes and
