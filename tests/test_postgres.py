@@ -931,7 +931,14 @@ def _acked_until_killed(
         assert line.endswith("\n"), f"child stopped early: {child.communicate()[1]}"
         acked.append(line[:-1])
     kill()
-    rest, errors = child.communicate(timeout=30)
+    # To EOF through the same buffered file: communicate() reads the raw pipe and would drop
+    # lines that readline() had already buffered.
+    if child.stdin is not None:
+        child.stdin.close()
+    with child.stdout, child.stderr or child.stdout:
+        rest = child.stdout.read()
+        errors = child.stderr.read() if child.stderr else ""
+    child.wait(timeout=30)
     # A line cut short by the kill was never acknowledged in full: ignore it.
     acked += [line for line in rest.split("\n")[:-1] if line]
     return acked, errors

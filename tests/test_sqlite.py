@@ -163,8 +163,13 @@ async def test_acknowledged_writes_survive_sigkill(tmp_path: Path, acknowledged:
             if len(acked) >= acknowledged:
                 break
         child.send_signal(signal.SIGKILL)
-        # Acknowledgements already in the pipe count too: those sets returned as well.
-        rest, err = child.communicate(timeout=30)
+        # Acknowledgements already in the pipe count too: those sets returned as well. Read to
+        # EOF through the same buffered file (communicate() reads the raw pipe and would drop
+        # lines the loop above had already buffered).
+        with child.stdout, child.stderr or child.stdout:
+            rest = child.stdout.read()
+            err = child.stderr.read() if child.stderr else ""
+        child.wait(timeout=30)
     finally:
         if child.poll() is None:
             child.kill()
