@@ -14,18 +14,20 @@ import argparse
 import asyncio
 import platform
 import sys
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
 
+from _common import (
+    SESSION,
+    USERS,
+    Op,
+    aiogram_ops,
+    ops_per_second,
+    py_key_value_ops,
+    storage_ops,
+)
 from gramio_storage import MemoryStorage
-
-SESSION = {"step": "ask_age", "name": "Alice", "age": 30, "tags": ["new", "ru"], "score": 12.5}
-USERS = 1_000
-
-Op = Callable[[int], Awaitable[Any]]
 
 
 class Contender:
@@ -35,68 +37,20 @@ class Contender:
 
 def gramio(codec_none: bool) -> Contender:
     storage = MemoryStorage(codec=None) if codec_none else MemoryStorage()
-    keys = [f"session:{i}" for i in range(USERS)]
-
-    async def set_(i: int) -> None:
-        await storage.set(keys[i % USERS], SESSION)
-
-    async def get(i: int) -> Any:
-        return await storage.get(keys[i % USERS])
-
-    def bump(d: Any) -> Any:
-        d["score"] += 1
-        return d
-
-    async def update(i: int) -> Any:
-        return await storage.update(keys[i % USERS], bump, default=dict(SESSION))
-
     mode = "reference" if codec_none else "encoded"
-    return Contender(f"gramio-storage Memory, {mode}", set_, get, update)
+    return Contender(f"gramio-storage Memory, {mode}", *storage_ops(storage))
 
 
 def aiogram() -> Contender:
-    from aiogram.fsm.storage.base import StorageKey
     from aiogram.fsm.storage.memory import MemoryStorage as AiogramMemory
 
-    storage = AiogramMemory()
-    keys = [StorageKey(bot_id=1, chat_id=i, user_id=i) for i in range(USERS)]
-
-    async def set_(i: int) -> None:
-        await storage.set_data(keys[i % USERS], SESSION)
-
-    async def get(i: int) -> Any:
-        return await storage.get_data(keys[i % USERS])
-
-    async def update(i: int) -> Any:
-        key = keys[i % USERS]
-        data = await storage.get_data(key)
-        data["score"] = data.get("score", 0) + 1
-        await storage.set_data(key, data)
-        return data
-
-    return Contender("aiogram MemoryStorage (set_data/get_data)", set_, get, update)
+    return Contender("aiogram MemoryStorage (set_data/get_data)", *aiogram_ops(AiogramMemory()))
 
 
 def py_key_value() -> Contender:
     from key_value.aio.stores.memory import MemoryStore
 
-    store = MemoryStore()
-    keys = [f"session:{i}" for i in range(USERS)]
-
-    async def set_(i: int) -> None:
-        await store.put(keys[i % USERS], SESSION, collection="sessions")
-
-    async def get(i: int) -> Any:
-        return await store.get(keys[i % USERS], collection="sessions")
-
-    async def update(i: int) -> Any:
-        key = keys[i % USERS]
-        data = dict(await store.get(key, collection="sessions") or SESSION)
-        data["score"] += 1
-        await store.put(key, data, collection="sessions")
-        return data
-
-    return Contender("py-key-value MemoryStore", set_, get, update)
+    return Contender("py-key-value MemoryStore", *py_key_value_ops(MemoryStore()))
 
 
 def plain_dict() -> Contender:
@@ -139,16 +93,6 @@ def msgspec_floor() -> Contender:
         return data
 
     return Contender("dict + msgspec encode/decode (encoded floor)", set_, get, update)
-
-
-async def ops_per_second(op: Op, n: int, rounds: int) -> float:
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for i in range(n):
-            await op(i)
-        best = min(best, time.perf_counter() - start)
-    return n / best
 
 
 async def main() -> None:

@@ -15,8 +15,6 @@ import argparse
 import asyncio
 import platform
 import sys
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +22,9 @@ import asyncpg
 import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from _common import KEYS, SESSION, USERS, Op, ops_per_second, py_key_value_ops, storage_ops
 from _pg_server import postgres_server
 from gramio_storage.postgres import PostgresStorage
-
-SESSION = {"step": "ask_age", "name": "Alice", "age": 30, "tags": ["new", "ru"], "score": 12.5}
-USERS = 1_000
-Op = Callable[[int], Awaitable[Any]]
-KEYS = [f"session:{i}" for i in range(USERS)]
 
 
 class Contender:
@@ -44,29 +38,16 @@ class Contender:
         )
 
 
-def bump(d: Any) -> Any:
-    d["score"] += 1
-    return d
-
-
 async def gramio(dsn: str) -> tuple[Contender, Any]:
     storage = PostgresStorage(dsn, table="bench_gramio")
     await storage.open()
-
-    async def set_(i: int) -> None:
-        await storage.set(KEYS[i % USERS], SESSION)
-
-    async def get(i: int) -> Any:
-        return await storage.get(KEYS[i % USERS])
-
-    async def update(i: int) -> Any:
-        return await storage.update(KEYS[i % USERS], bump, default=dict(SESSION))
 
     async def get_many(i: int) -> Any:
         start = (i * 100) % (USERS - 100)
         return await storage.get_many(KEYS[start : start + 100])
 
-    return Contender("gramio-storage PostgresStorage", set_, get, update, get_many), storage.close
+    name = "gramio-storage PostgresStorage"
+    return Contender(name, *storage_ops(storage), get_many), storage.close
 
 
 async def py_key_value(dsn: str) -> tuple[Contender, Any]:
@@ -75,19 +56,6 @@ async def py_key_value(dsn: str) -> tuple[Contender, Any]:
     store = PostgreSQLStore(url=dsn, table_name="bench_pykv")
     await store.__aenter__()
 
-    async def set_(i: int) -> None:
-        await store.put(KEYS[i % USERS], SESSION, collection="sessions")
-
-    async def get(i: int) -> Any:
-        return await store.get(KEYS[i % USERS], collection="sessions")
-
-    async def update(i: int) -> Any:  # get then put: NOT atomic
-        key = KEYS[i % USERS]
-        data = dict(await store.get(key, collection="sessions") or SESSION)
-        data["score"] += 1
-        await store.put(key, data, collection="sessions")
-        return data
-
     async def get_many(i: int) -> Any:
         start = (i * 100) % (USERS - 100)
         return await store.get_many(KEYS[start : start + 100], collection="sessions")
@@ -95,7 +63,8 @@ async def py_key_value(dsn: str) -> tuple[Contender, Any]:
     async def close() -> None:
         await store.__aexit__(None, None, None)
 
-    return Contender("py-key-value PostgreSQLStore", set_, get, update, get_many), close
+    name = "py-key-value PostgreSQLStore"
+    return Contender(name, *py_key_value_ops(store), get_many), close
 
 
 async def raw_asyncpg(dsn: str) -> tuple[Contender, Any]:
@@ -130,16 +99,6 @@ async def raw_asyncpg(dsn: str) -> tuple[Contender, Any]:
         return {k: dec(v) for k, v in rows}
 
     return Contender("raw asyncpg connection (floor)", set_, get, update, get_many), con.close
-
-
-async def ops_per_second(op: Op, n: int, rounds: int) -> float:
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for i in range(n):
-            await op(i)
-        best = min(best, time.perf_counter() - start)
-    return n / best
 
 
 async def run(dsn: str, n: int, rounds: int) -> None:

@@ -36,15 +36,21 @@ import redis
 import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from _common import (
+    KEYS,
+    SESSION,
+    USERS,
+    Op,
+    aiogram_ops,
+    bump,
+    py_key_value_ops,
+    storage_ops,
+)
 from _redis_server import redis_server  # the tests' helper that runs redis-server
 from gramio_storage.redis import RedisStorage
 
-SESSION = {"step": "ask_age", "name": "Alice", "age": 30, "tags": ["new", "ru"], "score": 12.5}
-USERS = 1_000
 CONCURRENCY = 64
 BATCH = 100
-
-Op = Callable[[int], Awaitable[Any]]
 
 
 class Contender:
@@ -61,28 +67,13 @@ class Contender:
         self.get_many, self.close = get_many, close
 
 
-def bump(d: Any) -> Any:
-    d["score"] += 1
-    return d
-
-
 def gramio(url: str) -> Contender:
     storage = RedisStorage.from_url(url)
-    keys = [f"session:{i}" for i in range(USERS)]
-
-    async def set_(i: int) -> None:
-        await storage.set(keys[i % USERS], SESSION)
-
-    async def get(i: int) -> Any:
-        return await storage.get(keys[i % USERS])
-
-    async def update(i: int) -> Any:
-        return await storage.update(keys[i % USERS], bump, default=dict(SESSION))
 
     async def get_many(i: int) -> Any:
-        return await storage.get_many(keys[:BATCH])
+        return await storage.get_many(KEYS[:BATCH])
 
-    return Contender("gramio-storage RedisStorage", set_, get, update, get_many, storage.close)
+    return Contender("gramio-storage RedisStorage", *storage_ops(storage), get_many, storage.close)
 
 
 def raw_redis(url: str) -> Contender:
@@ -110,26 +101,11 @@ def raw_redis(url: str) -> Contender:
 
 
 def aiogram(url: str) -> Contender:
-    from aiogram.fsm.storage.base import StorageKey
     from aiogram.fsm.storage.redis import RedisStorage as AiogramRedis
 
     storage = AiogramRedis(aioredis.Redis.from_url(url))
-    keys = [StorageKey(bot_id=1, chat_id=i, user_id=i) for i in range(USERS)]
-
-    async def set_(i: int) -> None:
-        await storage.set_data(keys[i % USERS], SESSION)
-
-    async def get(i: int) -> Any:
-        return await storage.get_data(keys[i % USERS])
-
-    async def update(i: int) -> Any:  # aiogram's own update_data is this get-then-set too
-        key = keys[i % USERS]
-        data = await storage.get_data(key) or dict(SESSION)
-        await storage.set_data(key, bump(data))
-        return data
-
-    return Contender("aiogram RedisStorage (set_data/get_data)", set_, get, update, None,
-                     storage.close)  # fmt: skip
+    name = "aiogram RedisStorage (set_data/get_data)"
+    return Contender(name, *aiogram_ops(storage), None, storage.close)
 
 
 def py_key_value(url: str) -> Contender:
@@ -137,24 +113,11 @@ def py_key_value(url: str) -> Contender:
 
     client = aioredis.Redis.from_url(url)
     store = RedisStore(client=client)
-    keys = [f"session:{i}" for i in range(USERS)]
-
-    async def set_(i: int) -> None:
-        await store.put(keys[i % USERS], SESSION, collection="sessions")
-
-    async def get(i: int) -> Any:
-        return await store.get(keys[i % USERS], collection="sessions")
-
-    async def update(i: int) -> Any:  # not atomic: py-key-value has no compare-and-set
-        key = keys[i % USERS]
-        data = dict(await store.get(key, collection="sessions") or SESSION)
-        await store.put(key, bump(data), collection="sessions")
-        return data
 
     async def get_many(i: int) -> Any:
-        return await store.get_many(keys[:BATCH], collection="sessions")
+        return await store.get_many(KEYS[:BATCH], collection="sessions")
 
-    return Contender("py-key-value RedisStore", set_, get, update, get_many, client.aclose)
+    return Contender("py-key-value RedisStore", *py_key_value_ops(store), get_many, client.aclose)
 
 
 async def timed(op: Op, n: int) -> tuple[float, float]:

@@ -37,14 +37,19 @@ from typing import Any
 
 import msgspec
 
+from _common import (
+    KEYS,
+    SESSION,
+    USERS,
+    Op,
+    aiogram_ops,
+    ops_per_second,
+    py_key_value_ops,
+    storage_ops,
+)
 from gramio_storage.sqlite import SQLiteStorage
 
-SESSION = {"step": "ask_age", "name": "Alice", "age": 30, "tags": ["new", "ru"], "score": 12.5}
 SESSION_JSON = msgspec.json.encode(SESSION).decode()
-USERS = 1_000
-KEYS = [f"session:{i}" for i in range(USERS)]
-
-Op = Callable[[int], Awaitable[Any]]
 DDL = "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at REAL)"
 UPSERT = "INSERT INTO kv VALUES (?, ?, NULL) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 SELECT = "SELECT value, expires_at FROM kv WHERE key = ?"
@@ -72,16 +77,6 @@ class Contender:
         self.get_many, self.close = get_many, close
         # Slow peers run n // scale operations per round: ops/s stays comparable, the run short.
         self.scale = scale
-
-
-async def ops_per_second(op: Op, n: int, rounds: int) -> float:
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for i in range(n):
-            await op(i)
-        best = min(best, time.perf_counter() - start)
-    return n / best
 
 
 def wal(conn: sqlite3.Connection) -> sqlite3.Connection:
@@ -171,45 +166,16 @@ async def driver_inline(path: str) -> Contender:
 # ---------------------------------------------------------------------- part 2: storages
 
 
-def bump(d: Any) -> Any:
-    d["score"] += 1
-    return d
-
-
 async def gramio(path: str) -> Contender:
     storage = SQLiteStorage(path)
-
-    async def set_(i: int) -> None:
-        await storage.set(KEYS[i % USERS], SESSION)
-
-    async def get(i: int) -> Any:
-        return await storage.get(KEYS[i % USERS])
-
-    async def update(i: int) -> Any:
-        return await storage.update(KEYS[i % USERS], bump, default=dict(SESSION))
-
-    return Contender(
-        "gramio-storage SQLiteStorage", set_, get, update, storage.get_many, storage.close
-    )
+    name = "gramio-storage SQLiteStorage"
+    return Contender(name, *storage_ops(storage), storage.get_many, storage.close)
 
 
 async def py_key_value(path: str) -> Contender:
     from key_value.aio.stores.disk import DiskStore
 
     store = DiskStore(directory=path)
-
-    async def set_(i: int) -> None:
-        await store.put(KEYS[i % USERS], SESSION, collection="sessions")
-
-    async def get(i: int) -> Any:
-        return await store.get(KEYS[i % USERS], collection="sessions")
-
-    async def update(i: int) -> Any:
-        key = KEYS[i % USERS]
-        data = dict(await store.get(key, collection="sessions") or SESSION)
-        data["score"] += 1
-        await store.put(key, data, collection="sessions")
-        return data
 
     async def get_many(keys: list[str]) -> Any:
         return await store.get_many(keys, collection="sessions")
@@ -218,34 +184,13 @@ async def py_key_value(path: str) -> Contender:
         await store.close()
 
     name = f"py-key-value {version('py-key-value-aio')} DiskStore"
-    return Contender(name, set_, get, update, get_many, close, scale=5)
-
-
-def _aiogram_keys() -> list[Any]:
-    from aiogram.fsm.storage.base import StorageKey
-
-    return [StorageKey(bot_id=1, chat_id=i, user_id=i) for i in range(USERS)]
+    return Contender(name, *py_key_value_ops(store), get_many, close, scale=5)
 
 
 def _aiogram_contender(name: str, storage: Any) -> Contender:
-    keys = _aiogram_keys()
-
-    async def set_(i: int) -> None:
-        await storage.set_data(keys[i % USERS], SESSION)
-
-    async def get(i: int) -> Any:
-        return await storage.get_data(keys[i % USERS])
-
-    async def update(i: int) -> Any:
-        key = keys[i % USERS]
-        data = await storage.get_data(key)
-        data["score"] = data.get("score", 0) + 1
-        await storage.set_data(key, data)
-        return data
-
     # Both commit with SQLite's defaults (rollback journal, synchronous=FULL): one fsync per
     # write, a few hundred writes per second, hence far fewer operations.
-    return Contender(name, set_, get, update, close=storage.close, scale=100)
+    return Contender(name, *aiogram_ops(storage), close=storage.close, scale=100)
 
 
 async def aiogram_sqlite_storage(path: str) -> Contender:
