@@ -125,7 +125,7 @@ async def test_expired_entries_are_purged_without_reads() -> None:
     for i in range(1_000_000):
         await storage.set(f"k{i}", i, ttl=0.01)
     # Purging amortised over the writes already keeps the heap near the live window ...
-    assert len(storage._heap) < 1_000_000
+    assert len(storage.backend._heap) < 1_000_000
     await asyncio.sleep(1.0)  # ... and the idle timer takes the rest: one second of idling
     assert len(storage) < 1_000  # near zero, without a single read
     await storage.close()
@@ -137,7 +137,7 @@ async def test_rewritten_keys_do_not_grow_the_expiry_heap() -> None:
     for i in range(200_000):
         await storage.set("session", i, ttl=3600)
     assert len(storage) == 1
-    assert len(storage._heap) <= 2 * 1 + 1024 + 1
+    assert len(storage.backend._heap) <= 2 * 1 + 1024 + 1
     await storage.close()
 
 
@@ -145,7 +145,7 @@ async def test_sweeper_does_not_keep_a_dropped_storage_alive() -> None:
     """The idle timer holds only a weak reference; a dropped storage is collected."""
     storage = MemoryStorage()
     await storage.set("k", 1, ttl=30)
-    assert storage._timer is not None
+    assert storage.backend._timer is not None
     ref = weakref.ref(storage)
     del storage
     gc.collect()
@@ -156,11 +156,11 @@ async def test_close_cancels_the_sweeper() -> None:
     """close() leaves no timer behind."""
     storage = MemoryStorage()
     await storage.set("k", 1, ttl=30)
-    timer = storage._timer
+    timer = storage.backend._timer
     assert timer is not None
     async with storage:
         pass
-    assert storage._timer is None
+    assert storage.backend._timer is None
     assert timer.cancelled()
 
 

@@ -10,10 +10,15 @@ PostgreSQL and Cloudflare KV behind one API::
     storage = MemoryStorage()
     await storage.incr(VIEWS)
 
-Backend modules (``gramio_storage.sqlite``, ``.redis``...) are imported on demand, so importing
-this package never imports an optional driver.
+Backend classes import lazily from here (``from gramio_storage import SQLiteStorage``): the
+module behind one is imported when the name is first used, so importing this package never
+imports an optional driver, and a missing extra raises one :class:`MissingDependencyError`
+naming the ``pip install``.
 """
 
+from typing import TYPE_CHECKING, Any
+
+from ._backend import GONE, Backend, Capabilities, Entry
 from ._codecs import JSON, MSGPACK, Codec, JSONCodec, MsgpackCodec
 from ._errors import (
     AuthenticationError,
@@ -24,6 +29,7 @@ from ._errors import (
     ConfigurationError,
     DecodeError,
     EncodeError,
+    InvalidArgumentError,
     InvalidKeyError,
     InvalidTTLError,
     KeyNotFoundError,
@@ -39,33 +45,76 @@ from ._keys import Key
 from ._protocol import TTL, Storage
 from ._registry import storage_from_url
 from ._storage import BaseStorage
-from .memory import MemoryStorage
+from .memory import MemoryBackend, MemoryStorage, in_memory_storage
 
-__version__ = "0.1.0"
+if TYPE_CHECKING:
+    from .cloudflare import CloudflareKVStorage, cloudflare_storage
+    from .postgres import PostgresStorage
+    from .redis import RedisStorage, redis_storage
+    from .sqlite import SQLiteStorage, sqlite_storage
+
+__version__ = "0.2.0.dev0"
+
+# name -> (module, extra). Resolved by __getattr__ on first use.
+_LAZY: dict[str, tuple[str, str | None]] = {
+    "SQLiteStorage": ("sqlite", None),
+    "sqlite_storage": ("sqlite", None),
+    "RedisStorage": ("redis", "redis"),
+    "redis_storage": ("redis", "redis"),
+    "PostgresStorage": ("postgres", "postgres"),
+    "CloudflareKVStorage": ("cloudflare", "cloudflare"),
+    "cloudflare_storage": ("cloudflare", "cloudflare"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    lazy = _LAZY.get(name)
+    if lazy is None:
+        raise AttributeError(f"module 'gramio_storage' has no attribute {name!r}")
+    from ._registry import import_backend
+
+    value = getattr(import_backend(*lazy), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
+    "GONE",
     "JSON",
     "MSGPACK",
     "TTL",
     "AuthenticationError",
+    "Backend",
     "BackendError",
     "BackendTimeoutError",
     "BackendUnavailableError",
     "BaseStorage",
+    "Capabilities",
+    "CloudflareKVStorage",
     "Codec",
     "CodecError",
     "ConfigurationError",
     "DecodeError",
     "EncodeError",
+    "Entry",
+    "InvalidArgumentError",
     "InvalidKeyError",
     "InvalidTTLError",
     "JSONCodec",
     "Key",
     "KeyNotFoundError",
+    "MemoryBackend",
     "MemoryStorage",
     "MissingDependencyError",
     "MsgpackCodec",
+    "PostgresStorage",
     "RateLimitedError",
+    "RedisStorage",
+    "SQLiteStorage",
     "Storage",
     "StorageClosedError",
     "StorageError",
@@ -73,5 +122,9 @@ __all__ = [
     "UnsupportedOperationError",
     "ValueTooLargeError",
     "__version__",
+    "cloudflare_storage",
+    "in_memory_storage",
+    "redis_storage",
+    "sqlite_storage",
     "storage_from_url",
 ]

@@ -102,6 +102,9 @@ class JSONCodec(_MsgspecCodec):
 
     __slots__ = ()
 
+    # An int encodes as its ASCII digits, so backends may count natively (Redis INCRBY).
+    plain_integers = True
+
     def _make_encoder(self) -> msgspec.json.Encoder:
         return msgspec.json.Encoder(enc_hook=_enc_hook)
 

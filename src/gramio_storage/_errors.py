@@ -13,10 +13,10 @@ also derives from the builtin a Python user would expect (``KeyError``, ``TypeEr
     ├── CodecError                                                      (also ValueError)
     │   ├── EncodeError               a value cannot be serialised     (also TypeError)
     │   └── DecodeError               stored bytes do not fit the key's type
-    ├── InvalidKeyError               not a str/Key, empty, unfilled template, too long
-    │                                                    (also TypeError and ValueError)
-    ├── InvalidTTLError               negative, zero, NaN or below the backend's minimum
-    │                                                                   (also ValueError)
+    ├── InvalidArgumentError          a wrong argument type or value (also TypeError, ValueError)
+    │   ├── InvalidKeyError           not a str/Key, empty, unfilled template, lone surrogate,
+    │   │                             too long for the backend
+    │   └── InvalidTTLError           negative, zero, NaN, infinite, outside the backend's range
     ├── ValueTooLargeError            above the backend's size limit   (also ValueError)
     ├── KeyNotFoundError              ``ttl()`` of a missing key         (also KeyError)
     ├── UnsupportedOperationError     the backend cannot do this op     (also NotImplementedError)
@@ -39,6 +39,7 @@ __all__ = [
     "ConfigurationError",
     "DecodeError",
     "EncodeError",
+    "InvalidArgumentError",
     "InvalidKeyError",
     "InvalidTTLError",
     "KeyNotFoundError",
@@ -120,12 +121,16 @@ class DecodeError(CodecError):
     """Stored bytes cannot be decoded, or do not fit the type declared by the key."""
 
 
-class InvalidKeyError(StorageError, TypeError, ValueError):
+class InvalidArgumentError(StorageError, TypeError, ValueError):
+    """An argument has the wrong type or value (``incr(amount=1.5)``); nothing was done."""
+
+
+class InvalidKeyError(InvalidArgumentError):
     """A key is not a str or :class:`~gramio_storage.Key`, is empty, or breaks a backend limit."""
 
 
-class InvalidTTLError(StorageError, ValueError):
-    """A TTL is negative, zero, not a number, or below the backend's minimum."""
+class InvalidTTLError(InvalidArgumentError):
+    """A TTL is not a positive finite duration, or is outside the backend's min/max."""
 
 
 class ValueTooLargeError(StorageError, ValueError):

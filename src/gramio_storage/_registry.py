@@ -1,34 +1,47 @@
-"""``storage_from_url``: pick and build a backend from a URL, importing only that backend."""
+"""``storage_from_url``: pick and build a backend from a URL, importing only that backend.
+
+The registry also owns what every URL shares: ``?prefix=`` (applied once, as a
+:meth:`~gramio_storage.BaseStorage.with_prefix` view, so no backend parses it) and the one
+:class:`~gramio_storage.MissingDependencyError` message for a backend whose extra is missing.
+"""
 
 from __future__ import annotations
 
 import importlib
 from importlib.metadata import entry_points
+from types import ModuleType
 from typing import Any, NamedTuple
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-from ._errors import ConfigurationError, MissingDependencyError, UnknownSchemeError
+from ._errors import (
+    ConfigurationError,
+    MissingDependencyError,
+    StorageError,
+    UnknownSchemeError,
+)
 from ._storage import BaseStorage
 
-__all__ = ["storage_from_url"]
+__all__ = ["import_backend", "known_schemes", "storage_from_url"]
 
 ENTRY_POINT_GROUP = "gramio_storage.adapters"
 
 
 class _Adapter(NamedTuple):
-    target: str  # "module:Class"; the class has a ``from_url(url, **options)`` classmethod
+    module: str  # a module of this package
+    attr: str  # the class; it has a ``from_url(url, **options)`` classmethod
     extra: str | None  # the pip extra that installs the backend's driver
 
 
 # A lazy table, as fsspec keeps it: nothing is imported until a URL asks for it.
 _BUILTIN: dict[str, _Adapter] = {
-    "memory": _Adapter("gramio_storage.memory:MemoryStorage", None),
-    "sqlite": _Adapter("gramio_storage.sqlite:SQLiteStorage", None),  # stdlib sqlite3
-    "postgresql": _Adapter("gramio_storage.postgres:PostgresStorage", "postgres"),
-    "postgres": _Adapter("gramio_storage.postgres:PostgresStorage", "postgres"),
-    "redis": _Adapter("gramio_storage.redis:RedisStorage", "redis"),
-    "rediss": _Adapter("gramio_storage.redis:RedisStorage", "redis"),
-    "unix": _Adapter("gramio_storage.redis:RedisStorage", "redis"),
-    "cloudflare": _Adapter("gramio_storage.cloudflare:CloudflareKVStorage", "cloudflare"),
+    "memory": _Adapter("memory", "MemoryStorage", None),
+    "sqlite": _Adapter("sqlite", "SQLiteStorage", None),  # stdlib sqlite3
+    "postgresql": _Adapter("postgres", "PostgresStorage", "postgres"),
+    "postgres": _Adapter("postgres", "PostgresStorage", "postgres"),
+    "redis": _Adapter("redis", "RedisStorage", "redis"),
+    "rediss": _Adapter("redis", "RedisStorage", "redis"),
+    "unix": _Adapter("redis", "RedisStorage", "redis"),
+    "cloudflare": _Adapter("cloudflare", "CloudflareKVStorage", "cloudflare"),
 }
 
 
@@ -37,14 +50,45 @@ def known_schemes() -> list[str]:
     return sorted({*_BUILTIN, *(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))})
 
 
+def import_backend(module: str, extra: str | None) -> ModuleType:
+    """Import ``gramio_storage.<module>``; a missing driver is one ``MissingDependencyError``."""
+    try:
+        return importlib.import_module(f"gramio_storage.{module}")
+    except ImportError as e:
+        if extra is None or (e.name or "").startswith("gramio_storage"):
+            raise
+        raise MissingDependencyError(
+            f"The {module} backend needs the optional dependency {e.name or e}: "
+            f"pip install 'gramio-storage[{extra}]'"
+        ) from None
+
+
+def _split_prefix(url: str) -> tuple[str, str | None]:
+    """``url`` without its ``prefix=`` query option, and that option's value."""
+    parts = urlsplit(url)
+    if "prefix" not in parts.query:
+        return url, None
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    prefixes = [v for k, v in pairs if k == "prefix"]
+    if not prefixes:
+        return url, None
+    # Keep the original text of the other options (percent-encoding included).
+    kept = [p for p in parts.query.split("&") if not p.startswith("prefix=") and p != "prefix"]
+    query = "&".join(kept)
+    return urlunsplit(parts._replace(query=query)), prefixes[-1]
+
+
 def storage_from_url(url: str, **options: Any) -> BaseStorage:
     """Create a storage from a URL such as ``memory://`` or ``sqlite:///bot.db``.
 
     The scheme picks the backend; ``options`` go to its constructor (``ttl=``, ``codec=``...).
+    Any URL may end in ``?prefix=bot1:`` (or ``&prefix=``): the storage returned is then a
+    :meth:`~gramio_storage.BaseStorage.with_prefix` view, and closing it closes the storage.
     Third-party packages (``gramio-storage-*``) add schemes through the entry-point group
     ``gramio_storage.adapters``, whose objects are storage classes with a ``from_url`` method.
 
     Raises:
+        ConfigurationError: The URL is malformed (no ``scheme://``, a broken host part...).
         UnknownSchemeError: No adapter handles the scheme; the message lists the known ones.
         MissingDependencyError: The backend's extra is not installed; the message says which
             ``pip install`` to run.
@@ -58,9 +102,13 @@ def storage_from_url(url: str, **options: Any) -> BaseStorage:
             "Storage URL must look like 'scheme://...' (for example 'memory://'); "
             f"known schemes: {', '.join(known_schemes())}"
         )
+    try:
+        url, prefix = _split_prefix(url)
+    except ValueError as e:  # urlsplit: "Invalid IPv6 URL" and friends
+        raise ConfigurationError(f"Malformed {scheme}:// URL: {e}") from None
     adapter = _BUILTIN.get(scheme)
     if adapter is not None:
-        factory = _load(adapter, scheme)
+        factory = getattr(import_backend(adapter.module, adapter.extra), adapter.attr)
     else:
         found = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == scheme]
         if not found:
@@ -76,19 +124,14 @@ def storage_from_url(url: str, **options: Any) -> BaseStorage:
                 f"The adapter for {scheme!r} ({found[0].value}) failed to import: {e}"
             ) from e
     from_url = getattr(factory, "from_url", None)
-    storage = from_url(url, **options) if from_url is not None else factory(url, **options)
-    return storage  # type: ignore[no-any-return]
-
-
-def _load(adapter: _Adapter, scheme: str) -> Any:
-    module_name, _, attr = adapter.target.partition(":")
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        if adapter.extra is None:
+        storage = from_url(url, **options) if from_url is not None else factory(url, **options)
+    except ValueError as e:
+        if isinstance(e, StorageError):
             raise
-        raise MissingDependencyError(
-            f"The {scheme}:// backend needs an optional dependency ({e.name or e}). "
-            f"Install it with: pip install 'gramio-storage[{adapter.extra}]'"
-        ) from e
-    return getattr(module, attr)
+        raise ConfigurationError(f"Malformed {scheme}:// URL: {e}") from None
+    if prefix:
+        view: BaseStorage = storage.with_prefix(prefix)
+        view._view = False  # the only handle the caller has: closing it closes the backend
+        return view
+    return storage  # type: ignore[no-any-return]

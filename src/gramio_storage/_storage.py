@@ -1,18 +1,13 @@
-"""The storage facade and the small hook contract every backend implements.
+"""The storage facade: the full API users and plugins call, over one :class:`Backend`.
 
-:class:`BaseStorage` is both things at once, so an adapter is one class:
+:class:`BaseStorage` holds its backend by composition. It resolves typed keys, applies the view's
+prefix, validates keys and TTLs, runs the codec, enforces value limits and the closed state, and
+only then calls the backend with full ``str`` keys, ``bytes`` and ``float`` seconds. A view made
+by :meth:`BaseStorage.with_prefix` is another facade over the same backend.
 
-* the **facade** users call (``get``, ``set``, ``update``, ``with_prefix``...), which resolves
-  typed keys, applies the view's prefix, normalises TTLs and runs the codec;
-* the **hooks** a backend implements, which only ever see full ``str`` keys, encoded ``bytes``
-  and TTLs as positive ``float`` seconds (or ``None`` for "no expiry").
-
-Four hooks are required (``_get``, ``_set``, ``_delete``, ``_scan``); everything else has a
-correct fallback built on them, and a backend overrides a hook when it can do better: one round
-trip for ``_get_many``, or native atomicity for ``_add``/``_incr``/``_update``.
-
-Views made by :meth:`BaseStorage.with_prefix` are shallow copies that call the hooks of the
-storage they came from (``self._root``), so they share its connection and state.
+Hot path: one measured fast path lives here, not in backends: for a ``nonblocking`` backend
+(memory) ``get``/``set`` call the backend's synchronous ``get_nowait``/``set_nowait`` instead of
+awaiting a coroutine (``bench/bench_memory.py``).
 """
 
 from __future__ import annotations
@@ -20,136 +15,139 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import math
-import weakref
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from datetime import timedelta
-from typing import Any, ClassVar, Self, TypeVar, overload
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from typing import Any, Self, TypeVar, overload
 
+from ._atomic import AtomicOps
+from ._backend import Backend, Capabilities
 from ._codecs import JSON, Codec
 from ._errors import (
+    ConfigurationError,
     DecodeError,
     EncodeError,
     InvalidKeyError,
-    InvalidTTLError,
-    KeyNotFoundError,
-    UnsupportedOperationError,
+    StorageClosedError,
+    ValueTooLargeError,
 )
 from ._keys import Key
 from ._protocol import TTL
+from ._redact import mask_url
+from ._validate import check_prefix, resolve_key, ttl_seconds
 
 __all__ = ["BaseStorage"]
 
 T = TypeVar("T")
 D = TypeVar("D")
 
-_CLEAR_BATCH = 500
+
+class _Lifecycle:
+    """Closed state shared by a storage and all its views."""
+
+    __slots__ = ("closed", "closing")
+
+    def __init__(self) -> None:
+        self.closed = False
+        self.closing: asyncio.Future[None] | None = None
 
 
-class BaseStorage:
-    """Base class of every gramio-storage backend, and the full API users call.
+class BaseStorage(AtomicOps):
+    """A storage: typed keys, codecs, TTLs, bulk and atomic operations over a :class:`Backend`.
 
-    Subclass it and implement the four required hooks to write an adapter; see
-    ``docs/writing-adapters.md``. Every method accepts a ``str`` key (plain JSON values) or a
+    Every built-in storage (``MemoryStorage``, ``SQLiteStorage``...) is one, and so is any
+    ``BaseStorage(MyBackend())``. Plugins that need more than the four GramIO methods type their
+    option as ``BaseStorage``. Every method accepts a ``str`` key (plain JSON values) or a
     :class:`~gramio_storage.Key` (values decoded into the key's type).
 
     Args:
+        backend: Where bytes live. See ``docs/writing-adapters.md``.
         codec: How values become bytes. Defaults to compact JSON, readable by GramIO.
         ttl: Default time to live for writes that do not pass one. ``None``: no expiry.
-
-    Class attributes a backend may set:
-        backend_name: Short name used in error messages (``"redis"``).
-        min_ttl: The smallest TTL the backend accepts, in seconds (Cloudflare KV: 60).
+        max_value_bytes: Refuse encoded values larger than this (``ValueTooLargeError``, before
+            any I/O); the backend's own limit applies too.
     """
 
-    backend_name: ClassVar[str] = "custom"
-    min_ttl: ClassVar[float] = 0.0
-
-    _root: BaseStorage
-    _prefix: str
-    _codec: Codec
-    _default_ttl: float | None
-
-    def __init__(self, *, codec: Codec = JSON, ttl: TTL | None = None) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        codec: Codec = JSON,
+        ttl: TTL | None = None,
+        max_value_bytes: int | None = None,
+    ) -> None:
+        if not isinstance(backend, Backend):
+            raise ConfigurationError(
+                f"backend must be a gramio_storage.Backend, got {backend.__class__.__qualname__}"
+            )
         if not (hasattr(codec, "encode") and hasattr(codec, "decode")):
-            raise TypeError(f"codec must have encode() and decode() methods, got {codec!r}")
-        self._root = self
+            raise ConfigurationError(
+                f"codec must have encode() and decode() methods, got {codec!r}"
+            )
+        caps = backend.capabilities
+        self._backend = backend
+        self._caps = caps
+        self._name = caps.name
         self._prefix = ""
+        self._view = False
+        self._life = _Lifecycle()
         self._codec = codec
-        # Cached bound methods: the hot path does one attribute load instead of two.
         self._encode: Callable[[Any], Any] = codec.encode
         self._decode = codec.decode
         self._decode_any: Callable[[Any], Any] = getattr(codec, "_any", None) or codec.decode
-        self._default_ttl = None
-        self._default_ttl = self._ttl_seconds(ttl, "ttl")
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        # Counters go to the backend's native incr only when the codec writes an int as its
+        # ASCII digits (JSON); other codecs count through update().
+        self._plain_ints = bool(getattr(codec, "plain_integers", False))
+        self._references = bool(getattr(codec, "stores_references", False))
+        self._nowait = caps.nonblocking
+        self._default_ttl = None if ttl is None else ttl_seconds(ttl, caps)
+        if max_value_bytes is not None and (
+            max_value_bytes.__class__ is not int or max_value_bytes < 1
+        ):
+            raise ConfigurationError(
+                f"max_value_bytes must be a positive int, got {max_value_bytes!r}"
+            )
+        limits = [n for n in (max_value_bytes, caps.max_value_bytes) if n is not None]
+        self._max_value = min(limits) if limits else None
 
-    # ------------------------------------------------------------------ key and TTL helpers
+    # ------------------------------------------------------------------ conversions
 
     def _key(self, key: object) -> str:
-        """Resolve a user key to the backend key: type check, template check, prefix."""
-        if key.__class__ is str:
-            if key:
-                return self._prefix + key
-        elif key.__class__ is Key:
-            assert isinstance(key, Key)  # narrowing only; the class check decided
-            if key._fields:
-                raise InvalidKeyError(
-                    f"Key template {key.name!r} has unfilled fields {list(key._fields)}: "
-                    "call .format(...) first",
-                    key=key.name,
-                    backend=self.backend_name,
-                )
-            if key.name:
-                return self._prefix + key.name
-        elif isinstance(key, str):  # a str subclass (an Enum member, say): use its text
-            return self._key(str.__str__(key))
-        else:
-            raise InvalidKeyError(
-                f"Storage keys must be str or Key, got {key.__class__.__qualname__}: {key!r}",
-                backend=self.backend_name,
-            )
-        raise InvalidKeyError("Storage keys must not be empty", key="", backend=self.backend_name)
+        if self._life.closed:
+            raise self._closed()
+        if key.__class__ is str and key and (self._prefix + key).isascii():
+            full: str = self._prefix + key
+            limit = self._caps.max_key_bytes
+            if limit is None or len(full) <= limit:
+                return full
+        return resolve_key(key, self._prefix, self._caps)
 
-    def _ttl_seconds(self, ttl: TTL | None, argument: str = "ttl") -> float | None:
-        """Normalise a TTL argument to positive float seconds, or the storage default."""
-        if ttl is None:
-            return self._default_ttl
-        if ttl.__class__ is timedelta:
-            seconds = ttl.total_seconds()
-        elif isinstance(ttl, (int, float)) and not isinstance(ttl, bool):
-            seconds = float(ttl)
-        else:
-            raise InvalidTTLError(
-                f"{argument} must be seconds (int or float) or a timedelta, "
-                f"got {ttl.__class__.__qualname__}",
-                backend=self.backend_name,
-            )
-        if not (0.0 < seconds < math.inf):  # also rejects NaN
-            raise InvalidTTLError(
-                f"{argument} must be a positive, finite duration, got {ttl!r}",
-                backend=self.backend_name,
-            )
-        if seconds < self.min_ttl:
-            raise InvalidTTLError(
-                f"{argument}={seconds:g}s is below the {self.backend_name} backend's "
-                f"minimum TTL of {self.min_ttl:g}s",
-                backend=self.backend_name,
-            )
-        return seconds
+    def _ttl(self, ttl: TTL | None) -> float | None:
+        return self._default_ttl if ttl is None else ttl_seconds(ttl, self._caps)
 
-    def _encode_value(self, key: object, value: Any) -> bytes:
+    def _encode_value(self, key: object, value: Any) -> Any:
         try:
-            return self._encode(value)  # type: ignore[no-any-return]
+            data = self._encode(value)
         except Exception as e:
             raise EncodeError(
                 f"Cannot encode the value for key {_name(key)!r} "
                 f"({value.__class__.__qualname__}): {e}",
                 key=_name(key),
-                backend=self.backend_name,
+                backend=self._name,
             ) from e
+        if self._max_value is not None and not self._references and len(data) > self._max_value:
+            raise ValueTooLargeError(
+                f"The value for key {_name(key)!r} is {len(data)} bytes encoded; the limit is "
+                f"{self._max_value} bytes",
+                key=_name(key),
+                backend=self._name,
+            )
+        return data
 
     def _decode_value(self, key: object, data: Any) -> Any:
+        if key.__class__ is str:
+            try:
+                return self._decode_any(data)
+            except Exception:  # noqa: S110 - the typed path below raises the DecodeError
+                pass
         tp = key.type if key.__class__ is Key else Any
         try:
             return self._decode(data, tp)
@@ -158,8 +156,17 @@ class BaseStorage:
             raise DecodeError(
                 f"Cannot decode the value stored under key {_name(key)!r}{expected}: {e}",
                 key=_name(key),
-                backend=self.backend_name,
+                backend=self._name,
             ) from e
+
+    def _closed(self) -> StorageClosedError:
+        return StorageClosedError(
+            f"{type(self).__name__} was used after close()", backend=self._name
+        )
+
+    def _check_open(self) -> None:
+        if self._life.closed:
+            raise self._closed()
 
     # ------------------------------------------------------------------ the four methods
 
@@ -176,14 +183,33 @@ class BaseStorage:
             InvalidKeyError: ``key`` is not a non-empty ``str`` or a filled ``Key``.
             DecodeError: The stored bytes do not decode into the key's type.
         """
-        data = await self._root._get(self._key(key))
+        # The measured fast path (bench/bench_memory.py): a plain ASCII str key skips the
+        # general resolution, and a nonblocking backend is called without a coroutine.
+        if key.__class__ is str and key and not self._life.closed:
+            full = self._prefix + key
+            if not full.isascii() or (
+                self._caps.max_key_bytes is not None and len(full) > self._caps.max_key_bytes
+            ):
+                full = self._key(key)
+            data = (
+                self._backend.get_nowait(full) if self._nowait else await self._backend.get(full)
+            )
+            if data is None:
+                return default
+            try:
+                return self._decode_any(data)
+            except Exception:  # noqa: S110 - _decode_value below raises the DecodeError
+                pass
+            return self._decode_value(key, data)
+        full = self._key(key)
+        data = self._backend.get_nowait(full) if self._nowait else await self._backend.get(full)
         if data is None:
             return default
         return self._decode_value(key, data)
 
     async def has(self, key: str | Key[Any]) -> bool:
         """Return whether ``key`` holds a value; a stored ``None``/``0``/``""`` counts."""
-        return await self._root._has(self._key(key))
+        return await self._backend.has(self._key(key))
 
     @overload
     async def set(self, key: Key[T], value: T, *, ttl: TTL | None = None) -> None: ...
@@ -199,16 +225,22 @@ class BaseStorage:
                 storage's default TTL.
 
         Raises:
-            EncodeError: The codec cannot encode ``value``; nothing was written.
-            InvalidTTLError: ``ttl`` is not a positive duration; nothing was written.
+            EncodeError: The codec cannot encode ``value`` (NaN included); nothing was written.
+            InvalidTTLError: ``ttl`` is not a positive finite duration within the backend's
+                limits; nothing was written.
+            ValueTooLargeError: The encoded value is over the limit; nothing was written.
         """
         full = self._key(key)
-        seconds = self._default_ttl if ttl is None else self._ttl_seconds(ttl)
-        await self._root._set(full, self._encode_value(key, value), seconds)
+        seconds = self._default_ttl if ttl is None else ttl_seconds(ttl, self._caps)
+        data = self._encode_value(key, value)
+        if self._nowait:
+            self._backend.set_nowait(full, data, seconds)
+        else:
+            await self._backend.set(full, data, seconds)
 
     async def delete(self, key: str | Key[Any]) -> bool:
         """Remove ``key``. Return True if it existed."""
-        return await self._root._delete(self._key(key))
+        return await self._backend.delete(self._key(key))
 
     # ------------------------------------------------------------------ bulk operations
 
@@ -225,24 +257,16 @@ class BaseStorage:
             A dict from each requested key (as passed) to its value; missing keys are absent.
         """
         wanted = _key_list(keys, "get_many")
-        prefix = self._prefix
-        if all(k.__class__ is str and k for k in wanted):  # the common case: no per-key calls
-            full = [prefix + k for k in wanted] if prefix else wanted
-        else:
-            full = [self._key(k) for k in wanted]
-        found = await self._root._get_many(full)
-        result: dict[Any, Any] = {}
-        decode_any = self._decode_any
-        for k, data in zip(wanted, found, strict=True):
-            if data is not None:
-                if k.__class__ is str:
-                    try:
-                        result[k] = decode_any(data)
-                        continue
-                    except Exception:  # noqa: S110 - _decode_value below raises the DecodeError
-                        pass
-                result[k] = self._decode_value(k, data)
-        return result
+        full = [self._key(k) for k in wanted]
+        self._check_open()
+        if not full:
+            return {}
+        found = await self._backend.get_many(full)
+        return {
+            k: self._decode_value(k, data)
+            for k, data in zip(wanted, found, strict=True)
+            if data is not None
+        }
 
     @overload
     async def set_many(self, items: Mapping[Key[T], T], *, ttl: TTL | None = None) -> None: ...
@@ -256,19 +280,20 @@ class BaseStorage:
     async def set_many(self, items: Mapping[Any, Any], *, ttl: TTL | None = None) -> None:
         """Store several values at once with the same TTL.
 
-        Every value is encoded before anything is written, so a bad value writes nothing.
+        Every key and value is checked and encoded before anything is written, so one bad
+        entry writes nothing.
         """
-        seconds = self._default_ttl if ttl is None else self._ttl_seconds(ttl)
+        self._check_open()
+        seconds = self._ttl(ttl)
         encoded = [(self._key(k), self._encode_value(k, v)) for k, v in items.items()]
         if encoded:
-            await self._root._set_many(encoded, seconds)
+            await self._backend.set_many(encoded, seconds)
 
     async def delete_many(self, keys: Iterable[str | Key[Any]]) -> int:
         """Remove several keys. Return how many of them existed."""
         full = [self._key(k) for k in _key_list(keys, "delete_many")]
-        if not full:
-            return 0
-        return await self._root._delete_many(full)
+        self._check_open()
+        return await self._backend.delete_many(full) if full else 0
 
     async def keys(self, prefix: str = "") -> AsyncIterator[str]:
         """Iterate over the keys of this storage (or view) that start with ``prefix``.
@@ -276,103 +301,28 @@ class BaseStorage:
         Keys come back relative to the view's prefix. Iteration is incremental where the
         backend supports cursors; glob or LIKE characters in ``prefix`` match only themselves.
         """
-        if not isinstance(prefix, str):
-            raise InvalidKeyError(f"prefix must be a str, got {prefix.__class__.__qualname__}")
+        self._check_open()
+        full = check_prefix(prefix, self._prefix, self._caps)
         cut = len(self._prefix)
-        async for full in self._root._scan(self._prefix + prefix):
-            yield full[cut:]
+        async for key in self._backend.scan(full):
+            yield key[cut:]
 
     async def clear(self, prefix: str = "") -> int:
         """Delete every key of this storage (or view) starting with ``prefix``; return the count.
 
         Only this storage's own keys are touched: a view clears its prefix, never the database.
         """
-        if not isinstance(prefix, str):
-            raise InvalidKeyError(f"prefix must be a str, got {prefix.__class__.__qualname__}")
-        return await self._root._clear(self._prefix + prefix)
+        self._check_open()
+        return await self._backend.clear(check_prefix(prefix, self._prefix, self._caps))
 
     async def ttl(self, key: str | Key[Any]) -> float | None:
         """Return the seconds ``key`` has left, or ``None`` if it never expires.
 
         Raises:
             KeyNotFoundError: The key does not exist (or already expired).
+            UnsupportedOperationError: The backend stores no expiries.
         """
-        return await self._root._ttl(self._key(key))
-
-    # ------------------------------------------------------------------ atomic operations
-
-    @overload
-    async def add(self, key: Key[T], value: T, *, ttl: TTL | None = None) -> bool: ...
-    @overload
-    async def add(self, key: str, value: Any, *, ttl: TTL | None = None) -> bool: ...
-    async def add(self, key: Any, value: Any, *, ttl: TTL | None = None) -> bool:
-        """Store ``value`` only if ``key`` is absent, atomically. Return whether it was stored."""
-        full = self._key(key)
-        seconds = self._default_ttl if ttl is None else self._ttl_seconds(ttl)
-        return await self._root._add(full, self._encode_value(key, value), seconds)
-
-    async def incr(self, key: str | Key[int], amount: int = 1, *, ttl: TTL | None = None) -> int:
-        """Add ``amount`` to the integer under ``key`` atomically and return the new value.
-
-        A missing key counts as 0 and is created with ``ttl`` (or the default TTL); an existing
-        key keeps its expiry, so ``incr(key, ttl=60)`` counts in fixed 60-second windows. The
-        counter is stored as a plain number, readable by ``get``.
-
-        Raises:
-            DecodeError: The stored value is not an integer.
-        """
-        if amount.__class__ is not int:
-            raise TypeError(f"amount must be an int, got {amount.__class__.__qualname__}")
-        full = self._key(key)
-        seconds = self._default_ttl if ttl is None else self._ttl_seconds(ttl)
-        return await self._root._incr(full, amount, seconds)
-
-    @overload
-    async def update(
-        self,
-        key: Key[T],
-        fn: Callable[[T | None], T],
-        *,
-        default: None = None,
-        ttl: TTL | None = None,
-    ) -> T: ...
-    @overload
-    async def update(
-        self, key: Key[T], fn: Callable[[T], T], *, default: T, ttl: TTL | None = None
-    ) -> T: ...
-    @overload
-    async def update(
-        self, key: str, fn: Callable[[Any], Any], *, default: Any = None, ttl: TTL | None = None
-    ) -> Any: ...
-    async def update(
-        self, key: Any, fn: Callable[[Any], Any], *, default: Any = None, ttl: TTL | None = None
-    ) -> Any:
-        """Atomically replace the value under ``key`` by ``fn(current)`` and return it.
-
-        ``fn`` receives the decoded value, or ``default`` when the key is missing, and returns
-        the new value (mutating and returning the argument is fine: it is a private copy). No
-        update is lost when many tasks or processes update the same key at once. ``fn`` must be
-        a plain function without side effects: a backend with optimistic concurrency (Redis)
-        calls it again when another writer got in first.
-
-        The write takes ``ttl`` (or the default TTL), like :meth:`set`.
-        """
-        full = self._key(key)
-        seconds = self._default_ttl if ttl is None else self._ttl_seconds(ttl)
-        result: list[Any] = []
-
-        def step(data: Any) -> Any:
-            if data is None:
-                current = None if default is None else self._fresh_default(key, default)
-            else:
-                current = self._decode_value(key, data)
-            new = fn(current)
-            encoded = self._encode_value(key, new)
-            result[:] = (new,)
-            return encoded
-
-        await self._root._update(full, step, seconds)
-        return result[0]
+        return await self._backend.ttl(self._key(key))
 
     # ------------------------------------------------------------------ views and lifecycle
 
@@ -381,13 +331,28 @@ class BaseStorage:
 
         Views nest (``s.with_prefix("a:").with_prefix("b:")`` uses ``a:b:``), and a view's
         :meth:`clear` and :meth:`keys` see only its own keys. Closing a view does nothing; close
-        the storage it came from.
+        the storage it came from (which closes its views too).
         """
-        if not isinstance(prefix, str):
-            raise InvalidKeyError(f"prefix must be a str, got {prefix.__class__.__qualname__}")
+        full = check_prefix(prefix, self._prefix, self._caps)
         view = copy.copy(self)
-        view._prefix = self._prefix + prefix
+        view._prefix = full
+        view._view = True
         return view
+
+    @property
+    def backend(self) -> Backend:
+        """The backend this storage (and each of its views) stores bytes in."""
+        return self._backend
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the backend can do (``atomic``, ``ttl``, ``min_ttl``, ``max_key_bytes``...)."""
+        return self._caps
+
+    @property
+    def backend_name(self) -> str:
+        """The backend's short name (``"memory"``, ``"redis"``...), as in error messages."""
+        return self._name
 
     @property
     def prefix(self) -> str:
@@ -404,165 +369,52 @@ class BaseStorage:
         """The TTL, in seconds, applied to writes that do not pass one."""
         return self._default_ttl
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called on this storage (or the storage of this view)."""
+        return self._life.closed
+
     async def close(self) -> None:
         """Release what this storage created (connections, files, timers).
 
+        Idempotent. Every later call raises :class:`~gramio_storage.StorageClosedError`. A
+        cancelled ``close()`` still finishes closing before the cancellation propagates.
         Clients or pools passed in by the caller are left open. Closing a view is a no-op.
         """
-        if self._root is self:
-            await self._close()
+        if self._view:
+            return
+        life = self._life
+        life.closed = True
+        if life.closing is None:
+            life.closing = asyncio.ensure_future(self._backend.close())
+        task = life.closing
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.done():
+                with contextlib.suppress(BaseException):
+                    await task  # finish closing; a second cancellation leaves it running
+            raise
 
     async def __aenter__(self) -> Self:
+        self._check_open()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
     def __repr__(self) -> str:
-        parts = [f"{k}={v!r}" for k, v in self._repr_fields().items()]
+        parts = []
+        for name, value in self._backend.describe().items():
+            shown = mask_url(value) if isinstance(value, str) and "://" in value else value
+            parts.append(f"{name}={shown!r}")
         if self._prefix:
             parts.append(f"prefix={self._prefix!r}")
         if self._default_ttl is not None:
             parts.append(f"ttl={self._default_ttl:g}")
+        if self._life.closed:
+            parts.append("closed")
         return f"{self.__class__.__name__}({', '.join(parts)})"
-
-    def _repr_fields(self) -> dict[str, object]:
-        """What ``repr`` shows about the backend. Never include credentials."""
-        return {}
-
-    # ------------------------------------------------------------------ hooks: required
-
-    async def _get(self, key: str) -> bytes | None:
-        """Return the stored bytes, or ``None`` if the key is missing or expired."""
-        raise NotImplementedError
-
-    async def _set(self, key: str, data: bytes, ttl: float | None) -> None:
-        """Store ``data`` with an expiry of ``ttl`` seconds (``None``: never), replacing all."""
-        raise NotImplementedError
-
-    async def _delete(self, key: str) -> bool:
-        """Delete ``key``; return whether it existed."""
-        raise NotImplementedError
-
-    def _scan(self, prefix: str) -> AsyncIterator[str]:
-        """Yield every live key starting with ``prefix`` (literally: no glob, no LIKE).
-
-        Must tolerate keys being deleted while the iteration is under way.
-        """
-        raise NotImplementedError
-
-    # ------------------------------------------------------------------ hooks: optional
-
-    async def _has(self, key: str) -> bool:
-        return await self._get(key) is not None
-
-    async def _get_many(self, keys: Sequence[str]) -> Sequence[bytes | None]:
-        """Return the stored bytes for each key, in order (``None`` for missing ones)."""
-        return [await self._get(k) for k in keys]
-
-    async def _set_many(self, items: Sequence[tuple[str, bytes]], ttl: float | None) -> None:
-        for k, data in items:
-            await self._set(k, data, ttl)
-
-    async def _delete_many(self, keys: Sequence[str]) -> int:
-        # dict.fromkeys: a key listed twice must be counted once.
-        return sum([await self._delete(k) for k in dict.fromkeys(keys)])
-
-    async def _clear(self, prefix: str) -> int:
-        deleted = 0
-        batch: list[str] = []
-        async for k in self._scan(prefix):
-            batch.append(k)
-            if len(batch) >= _CLEAR_BATCH:
-                deleted += await self._delete_many(batch)
-                batch = []
-        if batch:
-            deleted += await self._delete_many(batch)
-        return deleted
-
-    async def _scan_ttl(self, prefix: str) -> AsyncIterator[tuple[str, float | None]]:
-        """Yield ``(key, seconds left or None)`` for live keys starting with ``prefix``.
-
-        Tools that copy or list keys with their expiries (the CLI) use this. The default asks
-        ``_ttl`` key by key; a backend whose listing reports expiries (Cloudflare KV) overrides
-        it to save a request per key. A backend without TTLs yields ``None`` for every key.
-        """
-        async for key in self._scan(prefix):
-            try:
-                yield key, await self._ttl(key)
-            except KeyNotFoundError:
-                continue  # deleted or expired since the scan saw it
-            except UnsupportedOperationError:
-                yield key, None
-
-    async def _ttl(self, key: str) -> float | None:
-        """Seconds left, ``None`` for no expiry; ``raise self._not_found(key)`` if missing."""
-        raise UnsupportedOperationError(
-            f"The {self.backend_name} backend cannot report TTLs", backend=self.backend_name
-        )
-
-    def _lock(self, key: str) -> asyncio.Lock:
-        """A per-key lock for the fallbacks below; entries vanish when nobody holds them."""
-        lock = self._locks.get(key)
-        if lock is None:
-            lock = self._locks[key] = asyncio.Lock()
-        return lock
-
-    # The fallbacks below are atomic within one process only (a per-key asyncio lock).
-    # A backend shared by several processes overrides them with native atomic operations.
-
-    async def _add(self, key: str, data: bytes, ttl: float | None) -> bool:
-        async with self._lock(key):
-            if await self._has(key):
-                return False
-            await self._set(key, data, ttl)
-            return True
-
-    async def _incr(self, key: str, amount: int, ttl: float | None) -> int:
-        async with self._lock(key):
-            data = await self._get(key)
-            if data is None:
-                value = amount
-            else:
-                value = self._decode_int(key, data) + amount
-                # An existing counter keeps its expiry (if the backend can tell us what it is).
-                with contextlib.suppress(KeyNotFoundError, UnsupportedOperationError):
-                    ttl = await self._ttl(key)
-            await self._set(key, self._encode(value), ttl)
-            return value
-
-    async def _update(
-        self, key: str, fn: Callable[[bytes | None], bytes], ttl: float | None
-    ) -> None:
-        async with self._lock(key):
-            await self._set(key, fn(await self._get(key)), ttl)
-
-    async def _close(self) -> None:
-        return None
-
-    # ------------------------------------------------------------------ helpers for hooks
-
-    def _decode_int(self, key: str, data: Any) -> int:
-        """Decode a counter, with the error ``incr`` documents for non-integers."""
-        try:
-            value = self._decode(data, int)
-            if value.__class__ is not int:  # a codec without validation (reference mode)
-                raise TypeError(f"expected int, got {value.__class__.__qualname__}")
-        except Exception as e:
-            raise DecodeError(
-                f"Cannot increment key {key!r}: the stored value is not an integer",
-                key=key,
-                backend=self.backend_name,
-            ) from e
-        return value
-
-    def _fresh_default(self, key: object, default: Any) -> Any:
-        """A private copy of ``update``'s default, so ``fn`` never mutates the caller's object."""
-        return self._decode_value(key, self._encode_value(key, default))
-
-    def _not_found(self, key: str) -> KeyNotFoundError:
-        """The error a hook raises for a missing key."""
-        return KeyNotFoundError(f"Key {key!r} does not exist", key=key, backend=self.backend_name)
 
 
 def _name(key: object) -> str:

@@ -12,20 +12,20 @@ pile up even if nobody reads them again.
 from __future__ import annotations
 
 import asyncio
-import copy
 import heapq
 import time
-import urllib.parse
 import weakref
 from collections.abc import AsyncIterator, Callable, MutableMapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any
 
+from ._backend import Backend, Capabilities, parse_int
+from ._backend_util import query_options
 from ._codecs import JSON, Codec
 from ._errors import ConfigurationError
 from ._protocol import TTL
 from ._storage import BaseStorage
 
-__all__ = ["MemoryStorage"]
+__all__ = ["MemoryBackend", "MemoryStorage", "in_memory_storage"]
 
 # Purging work per write with a TTL, and per timer tick while idle (bounds the pause).
 _PURGE_PER_WRITE = 2
@@ -34,66 +34,76 @@ _SWEEP_INTERVAL = 0.25
 
 
 class _Null:
-    """Stands for a stored ``None`` in reference mode, where hooks use ``None`` for "missing"."""
+    """Stands for a stored ``None`` in reference mode, where backends use ``None`` for missing."""
 
     __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<stored None>"
 
 
 _NULL: Any = _Null()
 
 
-class _ReferenceCodec:
-    """Identity "codec" for ``codec=None``: values are stored and returned as the same objects."""
+class ReferenceCodec:
+    """Identity "codec" for ``MemoryStorage(codec=None)``: values are stored as the same objects.
+
+    ``update`` still hands its function a private (deep) copy, so a function that mutates its
+    argument and then raises leaves the stored object as it was.
+    """
 
     __slots__ = ()
+    stores_references = True
+    plain_integers = True  # the memory backend counts on the int objects themselves
 
     def encode(self, value: Any) -> Any:
-        return value
+        return _NULL if value is None else value
 
     def decode(self, data: Any, type: Any = Any) -> Any:
         return None if data is _NULL else data
+
+    _any = decode
 
     def __repr__(self) -> str:
         return "None"
 
 
-_REFERENCE = _ReferenceCodec()
+REFERENCE = ReferenceCodec()
+
+_CAPS = Capabilities(name="memory", atomic=False, nonblocking=True)
 
 
-class MemoryStorage(BaseStorage):
-    """A storage in this process's memory, with TTLs, an optional size bound and LRU eviction.
+class MemoryBackend(Backend):
+    """Entries in a mapping of this process, with TTLs and an optional LRU size bound.
+
+    Atomic within the process by construction: no ``await`` between a read and its write.
 
     Args:
-        mapping: Where to keep entries (GramIO's "provide your own Map"); a new ``dict`` by
-            default. It holds encoded bytes, or the values themselves when ``codec=None``.
-        ttl: Default time to live for writes that do not pass one.
+        mapping: Where to keep entries; a new ``dict`` by default.
         max_size: Keep at most this many keys, evicting the least recently used.
-        codec: How values are encoded; ``None`` stores references (fastest, but a returned
-            value is the stored object itself and nothing is checked for serialisability).
         clock: Monotonic time source in seconds; tests pass a fake clock to move time.
-
-    Example::
-
-        storage = MemoryStorage(ttl=3600)
-        await storage.set("greeting", {"text": "hi"})
+        references: Values are stored as objects, not bytes (``MemoryStorage(codec=None)``);
+            counters are then stored as ``int`` objects.
     """
 
-    backend_name: ClassVar[str] = "memory"
+    capabilities = _CAPS
 
     def __init__(
         self,
         mapping: MutableMapping[str, Any] | None = None,
         *,
-        ttl: TTL | None = None,
         max_size: int | None = None,
-        codec: Codec | None = JSON,
         clock: Callable[[], float] = time.monotonic,
+        references: bool = False,
     ) -> None:
-        super().__init__(codec=_REFERENCE if codec is None else codec, ttl=ttl)
         if max_size is not None and (max_size.__class__ is not int or max_size < 1):
             raise ConfigurationError(f"max_size must be a positive int, got {max_size!r}")
+        if mapping is not None and not isinstance(mapping, MutableMapping):
+            raise ConfigurationError(
+                f"mapping must be a MutableMapping, got {mapping.__class__.__qualname__}"
+            )
         self._data: MutableMapping[str, Any] = {} if mapping is None else mapping
-        self._reference = codec is None
+        self._references = references
         self._max_size = max_size
         self._clock = clock
         # Deadlines only for keys that have one; the heap orders them for purging. A heap entry
@@ -101,105 +111,13 @@ class MemoryStorage(BaseStorage):
         self._expires: dict[str, float] = {}
         self._heap: list[tuple[float, str]] = []
         self._timer: asyncio.TimerHandle | None = None
-        # Writes need no deadline or eviction bookkeeping unless one of these is set.
-        self._plain = max_size is None and self._default_ttl is None
-
-    # ------------------------------------------------------------------ fast paths
-    # The common calls (a str key, no TTL, no size bound) skip the hook layer: no inner
-    # coroutine, no key-resolution call. Anything unusual, including every error, falls
-    # through to the generic facade, which does the full checks and raises the right error.
-    # Hidden from the type checker, which keeps seeing the base class's typed overloads.
-    if not TYPE_CHECKING:
-
-        async def get(self, key: Any, default: Any = None) -> Any:
-            """See :meth:`BaseStorage.get`."""
-            if key.__class__ is str and key and self._max_size is None:
-                k = self._prefix + key
-                value = self._data.get(k)
-                if value is None:
-                    # Encoded mode never stores None; in reference mode a stored None is rare.
-                    if not self._reference or k not in self._data:
-                        return default
-                elif not self._expires or k not in self._expires:
-                    if self._reference:
-                        return value
-                    try:
-                        return self._decode_any(value)
-                    except Exception:  # noqa: S110 - the generic path raises the DecodeError
-                        pass
-            return await BaseStorage.get(self, key, default)
-
-        async def set(self, key: Any, value: Any, *, ttl: TTL | None = None) -> None:
-            """See :meth:`BaseStorage.set`."""
-            if key.__class__ is str and key and ttl is None and self._plain:
-                try:
-                    data = value if self._reference else self._encode(value)
-                except Exception:  # the generic path raises the EncodeError
-                    return await BaseStorage.set(self, key, value)
-                k = self._prefix + key
-                self._data[k] = data
-                if self._expires:
-                    self._expires.pop(k, None)
-                return None
-            return await BaseStorage.set(self, key, value, ttl=ttl)
-
-        async def update(
-            self, key: Any, fn: Callable[[Any], Any], *, default: Any = None, ttl: TTL | None = None
-        ) -> Any:
-            """See :meth:`BaseStorage.update`."""
-            if key.__class__ is str and key and ttl is None and self._plain:
-                k = self._prefix + key
-                data = self._data.get(k)
-                # Skipped: keys with a deadline (liveness check) and a reference-mode None (absent
-                # or stored None?); the generic path handles both.
-                if (not self._expires or k not in self._expires) and (
-                    data is not None or not self._reference
-                ):
-                    if data is not None:
-                        current = data if self._reference else self._decode_value(key, data)
-                    else:
-                        current = None if default is None else self._fresh_default(key, default)
-                    new = fn(current)
-                    self._data[k] = new if self._reference else self._encode_value(key, new)
-                    return new
-            return await BaseStorage.update(self, key, fn, default=default, ttl=ttl)
-
-    @classmethod
-    def from_url(cls, url: str, **options: Any) -> MemoryStorage:
-        """Build from ``memory://``, optionally ``memory://?ttl=60&max_size=1000``.
-
-        Keyword ``options`` (``ttl``, ``max_size``, ``codec``...) override the query string.
-        """
-        query = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query, strict_parsing=False)
-        parsed: dict[str, Any] = {}
-        try:
-            if "ttl" in query:
-                parsed["ttl"] = float(query["ttl"][-1])
-            if "max_size" in query:
-                parsed["max_size"] = int(query["max_size"][-1])
-        except ValueError as e:
-            raise ConfigurationError(f"Invalid memory:// URL option in {url!r}: {e}") from e
-        unknown = set(query) - {"ttl", "max_size"}
-        if unknown:
-            raise ConfigurationError(f"Unknown memory:// URL options: {sorted(unknown)}")
-        return cls(**{**parsed, **options})
-
-    def _repr_fields(self) -> dict[str, object]:
-        fields: dict[str, object] = {}
-        if self._max_size is not None:
-            fields["max_size"] = self._max_size
-        if self._reference:
-            fields["codec"] = None
-        elif self._codec is not JSON:
-            fields["codec"] = self._codec
-        return fields
-
-    def _fresh_default(self, key: object, default: Any) -> Any:
-        return copy.deepcopy(default) if self._reference else super()._fresh_default(key, default)
 
     def __len__(self) -> int:
-        """Entries held right now, counting expired ones not purged yet (root storage)."""
+        """Entries held right now, counting expired ones not purged yet."""
         return len(self._data)
+
+    def describe(self) -> dict[str, object]:
+        return {} if self._max_size is None else {"max_size": self._max_size}
 
     # ------------------------------------------------------------------ expiry machinery
 
@@ -247,7 +165,7 @@ class MemoryStorage(BaseStorage):
             loop = asyncio.get_running_loop()
         except RuntimeError:  # used outside a loop: lazy expiry still applies
             return
-        # A weak reference: a pending timer must not keep a dropped storage alive.
+        # A weak reference: a pending timer must not keep a dropped backend alive.
         self._timer = loop.call_later(delay, _sweep, weakref.ref(self))
 
     def _sweep(self) -> None:
@@ -269,32 +187,6 @@ class MemoryStorage(BaseStorage):
             del data[oldest]
             self._expires.pop(oldest, None)
 
-    def _touch(self, key: str, value: Any) -> None:
-        """Mark ``key`` most recently used (dict order is the LRU order)."""
-        data = self._data
-        del data[key]
-        data[key] = value
-
-    # ------------------------------------------------------------------ hooks
-
-    async def _get(self, key: str) -> Any:
-        value = self._data.get(key)
-        if value is None:
-            if self._reference and key in self._data and self._alive(key):
-                return _NULL
-            return None
-        if self._expires and not self._alive(key):
-            return None
-        if self._max_size is not None:
-            self._touch(key, value)
-        return value
-
-    async def _has(self, key: str) -> bool:
-        return key in self._data and (not self._expires or self._alive(key))
-
-    async def _set(self, key: str, data: Any, ttl: float | None) -> None:
-        self._store(key, data, ttl)
-
     def _store(self, key: str, data: Any, ttl: float | None) -> None:
         if self._max_size is not None:
             self._make_room(key)
@@ -302,9 +194,6 @@ class MemoryStorage(BaseStorage):
         self._data[key] = data
         if ttl is not None or self._expires:
             self._set_deadline(key, ttl)
-
-    async def _delete(self, key: str) -> bool:
-        return self._remove(key)
 
     def _remove(self, key: str) -> bool:
         if key not in self._data:
@@ -315,26 +204,57 @@ class MemoryStorage(BaseStorage):
             self._expires.pop(key, None)
         return alive
 
-    async def _scan(self, prefix: str) -> AsyncIterator[str]:
+    # ------------------------------------------------------------------ the contract
+
+    def get_nowait(self, key: str) -> Any:
+        value = self._data.get(key)
+        if value is None:
+            return None
+        if self._expires and not self._alive(key):
+            return None
+        if self._max_size is not None:  # mark most recently used (dict order is LRU order)
+            del self._data[key]
+            self._data[key] = value
+        return value
+
+    def set_nowait(self, key: str, data: Any, ttl: float | None) -> None:
+        if self._max_size is None and ttl is None and not self._expires:
+            self._data[key] = data
+        else:
+            self._store(key, data, ttl)
+
+    async def get(self, key: str) -> Any:
+        return self.get_nowait(key)
+
+    async def set(self, key: str, data: Any, ttl: float | None) -> None:
+        self.set_nowait(key, data, ttl)
+
+    async def delete(self, key: str) -> bool:
+        return self._remove(key)
+
+    async def scan(self, prefix: str) -> AsyncIterator[str]:
         # A snapshot: callers may delete while iterating.
         for key in [k for k in self._data if k.startswith(prefix)]:
             if key in self._data and (not self._expires or self._alive(key)):
                 yield key
 
-    async def _get_many(self, keys: Sequence[str]) -> list[Any]:
-        if self._expires or self._reference or self._max_size is not None:
-            return [await self._get(k) for k in keys]  # liveness, stored None, LRU: per key
+    async def has(self, key: str) -> bool:
+        return key in self._data and (not self._expires or self._alive(key))
+
+    async def get_many(self, keys: Sequence[str]) -> list[Any]:
+        if self._expires or self._max_size is not None:
+            return [self.get_nowait(k) for k in keys]  # liveness and LRU: per key
         get = self._data.get
         return [get(k) for k in keys]
 
-    async def _set_many(self, items: Sequence[tuple[str, Any]], ttl: float | None) -> None:
+    async def set_many(self, items: Sequence[tuple[str, Any]], ttl: float | None) -> None:
         for key, data in items:
             self._store(key, data, ttl)
 
-    async def _delete_many(self, keys: Sequence[str]) -> int:
+    async def delete_many(self, keys: Sequence[str]) -> int:
         return sum([self._remove(k) for k in dict.fromkeys(keys)])
 
-    async def _clear(self, prefix: str) -> int:
+    async def clear(self, prefix: str) -> int:
         if not prefix:
             count = sum(1 for k in list(self._data) if not self._expires or self._alive(k))
             self._data.clear()
@@ -343,43 +263,112 @@ class MemoryStorage(BaseStorage):
             return count
         return sum([self._remove(k) for k in [k for k in self._data if k.startswith(prefix)]])
 
-    async def _ttl(self, key: str) -> float | None:
+    async def ttl(self, key: str) -> float | None:
         if key not in self._data or (self._expires and not self._alive(key)):
-            raise self._not_found(key)
+            raise self.not_found(key)
         deadline = self._expires.get(key)
         return None if deadline is None else deadline - self._clock()
 
-    # Atomic by construction: no await between the read and the write.
-
-    async def _add(self, key: str, data: Any, ttl: float | None) -> bool:
-        if await self._has(key):
+    async def add(self, key: str, data: Any, ttl: float | None) -> bool:
+        if await self.has(key):
             return False
         self._store(key, data, ttl)
         return True
 
-    async def _incr(self, key: str, amount: int, ttl: float | None) -> int:
-        data = await self._get(key)
+    async def incr(self, key: str, amount: int, ttl: float | None) -> int:
+        data = self.get_nowait(key)
         if data is None:
             value = amount
         else:
-            value = self._decode_int(key, data) + amount
-            ttl = None
+            value = parse_int(self, key, data) + amount
             if key in self._expires:  # keep the existing expiry
-                self._data[key] = self._encode(value)
+                self._data[key] = self._counter(value)
                 return value
-        self._store(key, self._encode(value), ttl)
+            ttl = None
+        self._store(key, self._counter(value), ttl)
         return value
 
-    async def _update(self, key: str, fn: Callable[[Any], Any], ttl: float | None) -> None:
-        self._store(key, fn(await self._get(key)), ttl)
+    def _counter(self, value: int) -> Any:
+        # Reference mode stores the int itself; encoded mode its ASCII digits (JSON's encoding).
+        return value if self._references else str(value).encode()
 
-    async def _close(self) -> None:
+    async def update(self, key: str, fn: Callable[[Any], Any], ttl: float | None) -> None:
+        self._store(key, fn(self.get_nowait(key)), ttl)
+
+    async def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
 
-def _sweep(ref: weakref.ref[MemoryStorage]) -> None:
-    storage = ref()
-    if storage is not None:
-        storage._sweep()
+def _sweep(ref: weakref.ref[MemoryBackend]) -> None:
+    backend = ref()
+    if backend is not None:
+        backend._sweep()
+
+
+class MemoryStorage(BaseStorage):
+    """A storage in this process's memory, with TTLs, an optional size bound and LRU eviction.
+
+    Args:
+        mapping: Where to keep entries (GramIO's "provide your own Map"); a new ``dict`` by
+            default. It holds encoded bytes, or the values themselves when ``codec=None``.
+        ttl: Default time to live for writes that do not pass one.
+        max_size: Keep at most this many keys, evicting the least recently used.
+        codec: How values are encoded; ``None`` stores references (fastest, but a returned
+            value is the stored object itself and nothing is checked for serialisability).
+        clock: Monotonic time source in seconds; tests pass a fake clock to move time.
+        max_value_bytes: Refuse encoded values larger than this.
+
+    Example::
+
+        storage = MemoryStorage(ttl=3600)
+        await storage.set("greeting", {"text": "hi"})
+    """
+
+    def __init__(
+        self,
+        mapping: MutableMapping[str, Any] | None = None,
+        *,
+        ttl: TTL | None = None,
+        max_size: int | None = None,
+        codec: Codec | None = JSON,
+        clock: Callable[[], float] = time.monotonic,
+        max_value_bytes: int | None = None,
+    ) -> None:
+        backend = MemoryBackend(mapping, max_size=max_size, clock=clock, references=codec is None)
+        super().__init__(
+            backend,
+            codec=REFERENCE if codec is None else codec,
+            ttl=ttl,
+            max_value_bytes=max_value_bytes,
+        )
+
+    @property
+    def backend(self) -> MemoryBackend:
+        """The :class:`MemoryBackend` holding the entries."""
+        return self._backend  # type: ignore[return-value]
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> MemoryStorage:
+        """Build from ``memory://``, optionally ``memory://?ttl=60&max_size=1000``.
+
+        Keyword ``options`` (``ttl``, ``max_size``, ``codec``...) override the query string.
+        """
+        parsed = query_options(url, {"ttl": float, "max_size": int})
+        return cls(**{**parsed, **options})
+
+    def __len__(self) -> int:
+        """Entries held right now, counting expired ones not purged yet."""
+        return len(self.backend)
+
+    def __repr__(self) -> str:
+        text = super().__repr__()
+        if self._references:
+            return text[:-1] + (", codec=None)" if text[-2] != "(" else "codec=None)")
+        return text
+
+
+def in_memory_storage(mapping: MutableMapping[str, Any] | None = None) -> MemoryStorage:
+    """GramIO's ``inMemoryStorage(map?)``: a :class:`MemoryStorage`, optionally on ``mapping``."""
+    return MemoryStorage(mapping)

@@ -1,0 +1,160 @@
+"""Helpers shared by the built-in backends, so no backend carries its own copy.
+
+URL option parsing, the prefix upper bound used by range scans, chunking, retry backoff, the
+weak-reference timer and the event-loop guard. Private: third-party backends may copy them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlsplit
+
+from ._errors import ConfigurationError
+
+__all__ = [
+    "LoopGuard",
+    "backoff_delays",
+    "chunks",
+    "parse_bool",
+    "query_options",
+    "upper_bound",
+    "weak_call_later",
+]
+
+T = TypeVar("T")
+
+# Options any URL may carry; the registry applies them, so a backend never sees them.
+COMMON_URL_OPTIONS = frozenset({"prefix"})
+
+
+def parse_bool(text: str) -> bool:
+    """``1/true/yes/on`` or ``0/false/no/off`` (any case) as a bool."""
+    lowered = text.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"expected a boolean (true/false), got {text!r}")
+
+
+def query_options(
+    url: str, spec: dict[str, Callable[[str], Any]], *, scheme: str | None = None
+) -> dict[str, Any]:
+    """Parse ``url``'s query string into typed options; unknown or malformed ones raise.
+
+    Args:
+        url: The storage URL (its credentials never appear in an error).
+        spec: Option name to converter (``float``, ``int``, :func:`parse_bool`, ``str``).
+        scheme: The scheme named in errors (defaults to the URL's).
+
+    Raises:
+        ConfigurationError: An option is unknown or does not convert.
+    """
+    try:
+        parts = urlsplit(url)
+        query = parse_qs(parts.query, keep_blank_values=True)
+    except ValueError as e:
+        raise ConfigurationError(f"Malformed storage URL: {e}") from None
+    name = scheme or parts.scheme or "storage"
+    unknown = sorted(set(query) - set(spec) - COMMON_URL_OPTIONS)
+    if unknown:
+        raise ConfigurationError(
+            f"Unknown {name}:// URL option(s) {unknown}; known: {sorted(spec)}"
+        )
+    options: dict[str, Any] = {}
+    for option, convert in spec.items():
+        if option in query:
+            raw = query[option][-1]
+            try:
+                options[option] = convert(raw)
+            except (TypeError, ValueError) as e:
+                raise ConfigurationError(
+                    f"Invalid {name}:// URL option {option}={raw!r}: {e}"
+                ) from None
+    return options
+
+
+def upper_bound(prefix: str) -> str | None:
+    """The smallest string above every string starting with ``prefix`` (None: no bound).
+
+    Databases compare text by UTF-8 bytes (SQLite) or by code point (PostgreSQL's ``C``
+    collation), and UTF-8 preserves code point order, so bumping the last code point (skipping
+    the surrogates, which UTF-8 cannot encode) is exact.
+    """
+    chars = list(prefix)
+    while chars:
+        last = ord(chars.pop())
+        if last < 0x10FFFF:
+            nxt = last + 1
+            if 0xD800 <= nxt <= 0xDFFF:
+                nxt = 0xE000
+            return "".join(chars) + chr(nxt)
+    return None
+
+
+def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    """Consecutive slices of ``items`` of at most ``size`` elements."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def backoff_delays(
+    attempts: int, *, base: float = 0.05, cap: float = 2.0
+) -> Iterator[float]:
+    """``attempts`` delays growing exponentially from ``base`` up to ``cap``, with full jitter."""
+    for attempt in range(attempts):
+        yield random.uniform(0, min(cap, base * 2**attempt))  # noqa: S311 - not cryptography
+
+
+def weak_call_later(
+    delay: float, method: Callable[[], object], owner: object
+) -> asyncio.TimerHandle | None:
+    """Schedule ``method`` (a bound method of ``owner``) without keeping ``owner`` alive.
+
+    Returns None outside a running loop.
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+    ref = weakref.WeakMethod(method)
+    del owner
+
+    def fire() -> None:
+        bound = ref()
+        if bound is not None:
+            bound()
+
+    return loop.call_later(delay, fire)
+
+
+class LoopGuard:
+    """Notices when a backend is used from another event loop than the one it connected on.
+
+    Drivers (redis-py, asyncpg) bind connections to the loop that made them and fail with raw
+    ``RuntimeError``s on another. A backend calls :meth:`changed` before using its
+    connections: True means the loop changed (a second ``asyncio.run()``), so the backend
+    drops its old connections (without awaiting them: their loop is gone) and makes new ones.
+    """
+
+    __slots__ = ("_loop",)
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def changed(self) -> bool:
+        """Record the running loop; whether it differs from the previous one recorded."""
+        loop = asyncio.get_running_loop()
+        if loop is self._loop:
+            return False
+        previous, self._loop = self._loop, loop
+        return previous is not None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The loop recorded last."""
+        return self._loop
