@@ -10,11 +10,14 @@ import pytest
 
 import gramio_storage
 from gramio_storage import (
+    Backend,
     BaseStorage,
+    Capabilities,
     CodecError,
     ConfigurationError,
     DecodeError,
     EncodeError,
+    InvalidArgumentError,
     InvalidKeyError,
     InvalidTTLError,
     Key,
@@ -33,28 +36,38 @@ from gramio_storage import (
 def test_public_names_are_pinned() -> None:
     """The curated namespace changes only on purpose (update this list and the changelog)."""
     assert gramio_storage.__all__ == [
+        "GONE",
         "JSON",
         "MSGPACK",
         "TTL",
         "AuthenticationError",
+        "Backend",
         "BackendError",
         "BackendTimeoutError",
         "BackendUnavailableError",
         "BaseStorage",
+        "Capabilities",
+        "CloudflareKVStorage",
         "Codec",
         "CodecError",
         "ConfigurationError",
         "DecodeError",
         "EncodeError",
+        "Entry",
+        "InvalidArgumentError",
         "InvalidKeyError",
         "InvalidTTLError",
         "JSONCodec",
         "Key",
         "KeyNotFoundError",
+        "MemoryBackend",
         "MemoryStorage",
         "MissingDependencyError",
         "MsgpackCodec",
+        "PostgresStorage",
         "RateLimitedError",
+        "RedisStorage",
+        "SQLiteStorage",
         "Storage",
         "StorageClosedError",
         "StorageError",
@@ -62,6 +75,10 @@ def test_public_names_are_pinned() -> None:
         "UnsupportedOperationError",
         "ValueTooLargeError",
         "__version__",
+        "cloudflare_storage",
+        "in_memory_storage",
+        "redis_storage",
+        "sqlite_storage",
         "storage_from_url",
     ]
     for name in gramio_storage.__all__:
@@ -86,6 +103,9 @@ def test_error_tree_also_speaks_builtin_exceptions() -> None:
     """Each error is a StorageError and the builtin a Python user would catch."""
     assert issubclass(InvalidKeyError, TypeError) and issubclass(InvalidKeyError, ValueError)
     assert issubclass(InvalidTTLError, ValueError)
+    assert issubclass(InvalidArgumentError, TypeError)
+    assert issubclass(InvalidArgumentError, ValueError)
+    assert issubclass(InvalidKeyError, InvalidArgumentError)
     assert issubclass(EncodeError, CodecError) and issubclass(EncodeError, TypeError)
     assert issubclass(DecodeError, CodecError) and issubclass(DecodeError, ValueError)
     assert issubclass(KeyNotFoundError, KeyError)
@@ -174,14 +194,107 @@ async def test_storage_protocol_accepts_any_four_method_object() -> None:
     assert isinstance(MemoryStorage(), Storage)
 
 
-async def test_base_storage_without_hooks_says_what_to_implement() -> None:
-    """A subclass that forgot a required hook fails loudly, not silently."""
+async def test_backend_missing_a_required_method_fails_at_construction() -> None:
+    """A Backend subclass that forgot `set` cannot be instantiated, and says which method."""
 
-    class Incomplete(BaseStorage):
-        pass
+    class Incomplete(Backend):
+        async def get(self, key: str) -> bytes | None:
+            return None
 
-    with pytest.raises(NotImplementedError):
-        await Incomplete().get("k")
+        async def delete(self, key: str) -> bool:
+            return False
+
+        async def scan(self, prefix: str):  # type: ignore[no-untyped-def]
+            yield prefix
+
+    with pytest.raises(TypeError, match="set"):
+        Incomplete()  # type: ignore[abstract]
+    with pytest.raises(ConfigurationError, match="Backend"):
+        BaseStorage(object())  # type: ignore[arg-type]
+
+
+async def test_a_backend_own_attributes_never_collide_with_the_facade() -> None:
+    """A backend may name its attributes _root, _lock, _prefix or _codec: the facade is apart."""
+
+    class Dict(Backend):
+        capabilities = Capabilities(name="dict")
+
+        def __init__(self) -> None:
+            self._root = "mine"
+            self._lock = "mine"
+            self._prefix = "mine"
+            self._codec = "mine"
+            self.d: dict[str, bytes] = {}
+
+        async def get(self, key: str) -> bytes | None:
+            return self.d.get(key)
+
+        async def set(self, key: str, data: bytes, ttl: float | None) -> None:
+            self.d[key] = data
+
+        async def delete(self, key: str) -> bool:
+            return self.d.pop(key, None) is not None
+
+        async def scan(self, prefix: str):  # type: ignore[no-untyped-def]
+            for key in list(self.d):
+                if key.startswith(prefix):
+                    yield key
+
+    storage = BaseStorage(Dict())
+    view = storage.with_prefix("v:")
+    await view.set("k", {"a": 1})
+    assert await storage.get("v:k") == {"a": 1}
+    assert await view.update("k", lambda v: {**v, "b": 2}) == {"a": 1, "b": 2}
+    assert await view.incr("n") == 1
+    assert view.backend is storage.backend
+    assert [k async for k in storage.keys()] == ["v:k", "v:n"]
+
+
+def test_backend_classes_import_lazily_from_the_root() -> None:
+    """`from gramio_storage import SQLiteStorage` works, and GramIO's factory names exist."""
+    from gramio_storage import SQLiteStorage, in_memory_storage, sqlite_storage
+
+    assert SQLiteStorage.__module__.startswith("gramio_storage.sqlite")
+    assert callable(sqlite_storage)
+    mapping: dict[str, object] = {}
+    assert isinstance(in_memory_storage(mapping), MemoryStorage)
+    with pytest.raises(AttributeError):
+        gramio_storage.NoSuchStorage  # noqa: B018
+
+
+def test_prefix_option_works_on_any_url() -> None:
+    """?prefix= is applied by the registry: the storage is a view, and it owns its backend."""
+    storage = storage_from_url("memory://?prefix=bot1:&ttl=5")
+    assert storage.prefix == "bot1:" and storage.default_ttl == 5
+
+
+async def test_closing_a_url_prefix_view_closes_the_storage() -> None:
+    """The ?prefix= view is the only handle the caller has: closing it closes the storage."""
+    storage = storage_from_url("memory://?prefix=bot1:")
+    await storage.set("k", 1)
+    await storage.close()
+    assert storage.closed
+
+
+@pytest.mark.parametrize(
+    ("url", "leak"),
+    [
+        ("redis://:p/ss?w#rd@localhost:6379/0", ["p/ss", "w#rd", "ss?w"]),
+        ("postgresql://bot:s3cr@t/x?y@db.local/bot", ["s3cr", "t/x", "x?y"]),
+        ("redis://localhost/0?password=hunter22", ["hunter22"]),
+    ],
+)
+def test_mask_url_hides_passwords_with_unencoded_separators(url: str, leak: list[str]) -> None:
+    """The one redactor never shows a fragment of a password holding / ? # @."""
+    from gramio_storage._redact import Redactor, mask_url
+
+    masked = mask_url(url)
+    assert "***" in masked
+    for fragment in leak:
+        assert fragment not in masked, masked
+    redact = Redactor()
+    redact.add_url(url)
+    assert all(f not in redact(f"failed to reach {url}") for f in leak)
 
 
 def test_memory_url() -> None:
@@ -216,13 +329,25 @@ def test_malformed_urls_are_configuration_errors(url: object) -> None:
         storage_from_url(url)  # type: ignore[arg-type]
 
 
-def test_missing_extra_names_the_pip_command(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A backend whose driver is not installed says exactly what to install."""
-    monkeypatch.setitem(
-        _registry._BUILTIN, "fake", _registry._Adapter("gramio_storage_no_such_module:X", "fake")
+def test_missing_extra_names_the_pip_command() -> None:
+    """A backend whose driver is not installed says exactly what to install, once."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['redis'] = None\n"
+        "import gramio_storage\n"
+        "for attempt in ('url', 'name'):\n"
+        "    try:\n"
+        "        if attempt == 'url': gramio_storage.storage_from_url('redis://localhost')\n"
+        "        else: gramio_storage.RedisStorage\n"
+        "    except gramio_storage.MissingDependencyError as e: print(e)\n"
     )
-    with pytest.raises(MissingDependencyError, match=r"pip install 'gramio-storage\[fake\]'"):
-        storage_from_url("fake://host")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    lines = out.stdout.splitlines()
+    assert len(lines) == 2
+    for line in lines:
+        assert line.count("pip install 'gramio-storage[redis]'") == 1, line
 
 
 def test_third_party_adapters_register_by_entry_point(

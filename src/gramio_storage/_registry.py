@@ -54,9 +54,13 @@ def import_backend(module: str, extra: str | None) -> ModuleType:
     """Import ``gramio_storage.<module>``; a missing driver is one ``MissingDependencyError``."""
     try:
         return importlib.import_module(f"gramio_storage.{module}")
+    except MissingDependencyError:
+        raise
     except ImportError as e:
-        if extra is None or (e.name or "").startswith("gramio_storage"):
+        if extra is None or e.name == f"gramio_storage.{module}":
             raise
+        if "pip install" in str(e):  # the backend module already named the extra
+            raise MissingDependencyError(str(e)) from None
         raise MissingDependencyError(
             f"The {module} backend needs the optional dependency {e.name or e}: "
             f"pip install 'gramio-storage[{extra}]'"
