@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import random
 import shutil
 import subprocess
 import uuid
@@ -15,7 +17,7 @@ import msgspec
 import pydantic
 import pytest
 
-from gramio_storage import JSON, MSGPACK, Codec, DecodeError, Key, MemoryStorage
+from gramio_storage import JSON, MSGPACK, Codec, DecodeError, Key, MemoryStorage, _codecs
 
 # Values a bot stores. For these, JSON.stringify (run by Node itself) and our codec must agree
 # byte for byte.
@@ -24,34 +26,188 @@ WIRE_SAMPLES: list[Any] = [
     {"nested": {"list": [1, 2.5, -3, None, True, False]}, "empty": {}, "arr": []},
     "Привет, 世界 🎉",
     'quotes " and \\ backslash / slash',
-    "control \x01 \t \n chars",
-    [0.1, -0.5, 123456789012345, 2**53, 1.5e-7],
+    "control \x01 \t \n \x7f \u2028 chars",
+    [0.1, -0.5, 123456789012345, 2**53, 1.5e-7, 1e-5, 1e-7, 5e-324],
+    # Unpaired surrogates: what JavaScript's .slice() leaves when it cuts an emoji in two.
+    {"text": "hi \ud83d", "tail": "\ude00 there", "pair": "\ud83d\ude00", "\udbff": "key"},
+    ["\ud83d", "\ud83d\ud83d", "a\udfffb"],
 ]
-# Exponents print differently (JS: 1e+21, msgspec: 1e21) but parse to the same number everywhere.
-VALUE_SAMPLES: list[Any] = [[1e21, -2.5e300]]
+
+# Every float notation where msgspec and JSON.stringify differ (the codec docstring's table):
+# (value, our bytes, JSON.stringify's bytes). JSON.parse reads the same number from both.
+FLOAT_NOTATIONS: list[tuple[float, str, str]] = [
+    (2.0, "2.0", "2"),
+    (100.0, "100.0", "100"),
+    (0.0, "0.0", "0"),
+    (-0.0, "-0.0", "0"),
+    (9007199254740992.0, "9007199254740992.0", "9007199254740992"),
+    (1e16, "1e16", "10000000000000000"),
+    (1.2345e20, "1.2345e20", "123450000000000000000"),
+    (1e21, "1e21", "1e+21"),
+    (-2.5e300, "-2.5e300", "-2.5e+300"),
+    (1e-6, "1e-6", "0.000001"),
+    (-5.5e-6, "-5.5e-6", "-0.0000055"),
+]
+
+
+def _float_differs(x: float) -> bool:
+    """The codec docstring's rule for where our float bytes differ from JSON.stringify's."""
+    a = abs(x)
+    return (a < 1e16 and a == int(a)) or a >= 1e16 or 1e-6 <= a < 1e-5
+
+
+def _node(script: str, lines: list[str]) -> list[str]:
+    node = shutil.which("node")
+    assert node is not None, "Node.js is required for the GramIO wire-compatibility test"
+    result = subprocess.run(
+        [node, "-e", script],
+        input=("\n".join(lines) + "\n").encode(),
+        capture_output=True,
+        check=True,
+    )
+    return result.stdout.decode().split("\n")[:-1]  # not splitlines(): U+2028 is data here
+
+
+_STRINGIFY_PARSED = (
+    "const lines=require('fs').readFileSync(0,'utf8').split('\\n').filter(Boolean);"
+    "for (const l of lines) console.log(JSON.stringify(JSON.parse(l)));"
+)
 
 
 def _node_stringify(values: list[Any]) -> list[str]:
-    node = shutil.which("node")
-    assert node is not None, "Node.js is required for the GramIO wire-compatibility test"
-    script = (
-        "const lines=require('fs').readFileSync(0,'utf8').split('\\n').filter(Boolean);"
-        "for (const l of lines) console.log(JSON.stringify(JSON.parse(l)));"
-    )
-    payload = "\n".join(json.dumps(v) for v in values) + "\n"
-    result = subprocess.run(
-        [node, "-e", script], input=payload.encode(), capture_output=True, check=True
-    )
-    return result.stdout.decode().splitlines()
+    """JSON.stringify(JSON.parse(line)) in Node, for each value (sent as escaped ASCII JSON)."""
+    return _node(_STRINGIFY_PARSED, [json.dumps(v) for v in values])
 
 
 def test_json_bytes_equal_javascript_json_stringify() -> None:
     """The default codec writes the exact bytes a GramIO (Node) bot writes for the same data."""
     assert [JSON.encode(v).decode() for v in WIRE_SAMPLES] == _node_stringify(WIRE_SAMPLES)
-    for ours, theirs in zip(
-        [JSON.encode(v) for v in VALUE_SAMPLES], _node_stringify(VALUE_SAMPLES), strict=True
-    ):
-        assert json.loads(ours) == json.loads(theirs)
+
+
+def test_nan_and_infinities_are_null_as_in_javascript() -> None:
+    """JSON has no NaN or Infinity: both sides write null."""
+    assert JSON.encode([math.nan, math.inf, -math.inf]) == b"[null,null,null]"
+    assert _node("console.log(JSON.stringify([NaN, Infinity, -Infinity]))", []) == [
+        "[null,null,null]"
+    ]
+
+
+def test_float_notation_differs_from_json_stringify_exactly_as_documented() -> None:
+    """Floats print as JSON.stringify prints them except the documented notations."""
+    rng = random.Random(14)
+    spread = [
+        sign * rng.uniform(1, 10) * 10.0**exponent
+        for exponent in range(-12, 26)
+        for sign in (1, -1)
+        for _ in range(5)
+    ]
+    whole = [float(rng.randrange(-(10**6), 10**6)) for _ in range(50)] + [1e15, 2.0**53, 1e16]
+    edges = [math.nextafter(b, d) for b in (1e-6, 1e-5, 1e16, 1e21) for d in (0, math.inf)]
+    floats = spread + whole + edges + [x for x, _, _ in FLOAT_NOTATIONS]
+    theirs = _node_stringify(floats)
+    ours = [JSON.encode(x).decode() for x in floats]
+    differing = {x for x, a, b in zip(floats, ours, theirs, strict=True) if a != b}
+    assert differing == {x for x in floats if _float_differs(x)}
+    # JSON.parse reads the same number from our bytes: Node writes it back as it writes its own.
+    assert _node(_STRINGIFY_PARSED, ours) == theirs
+    table = [(x, JSON.encode(x).decode()) for x, _, _ in FLOAT_NOTATIONS]
+    assert table == [(x, mine) for x, mine, _ in FLOAT_NOTATIONS]
+    javascript = [js for *_, js in FLOAT_NOTATIONS]
+    assert _node_stringify([x for x, _, _ in FLOAT_NOTATIONS]) == javascript
+
+
+def test_object_keys_keep_dict_order_where_javascript_lists_indices_first() -> None:
+    """Array-index keys are the documented exception to identical key order."""
+    value = {"b": 1, "123": 2, "45": 3, "-1": 4, "01": 5, "4294967295": 6, "4294967294": 7}
+    ours = b'{"b":1,"123":2,"45":3,"-1":4,"01":5,"4294967295":6,"4294967294":7}'
+    assert JSON.encode(value) == ours
+    assert _node_stringify([value]) == [
+        '{"45":3,"123":2,"4294967294":7,"b":1,"-1":4,"01":5,"4294967295":6}'
+    ]
+
+
+def test_what_json_parse_accepts_decodes_as_python_json_does() -> None:
+    """Text JSON.stringify wrote (lone surrogates included) decodes like json.loads reads it."""
+    texts = _node_stringify(WIRE_SAMPLES[:1] + WIRE_SAMPLES[-2:])
+    texts += ["[1e400,-1e400]", '"\\uD83D"', " [ 1 , 2 ] "]
+    for text in texts:
+        for data in (text.encode(), text):
+            assert JSON.decode(data) == json.loads(text)
+    assert JSON.decode(b'"cut \\ud83d"') == "cut \ud83d"
+    assert JSON.decode(b"[1e400]") == [math.inf]
+
+
+def test_lone_surrogates_round_trip_to_the_bytes_javascript_wrote() -> None:
+    """Decoding a GramIO value and encoding it again gives back JSON.stringify's bytes."""
+    for text in _node_stringify(WIRE_SAMPLES[-2:]):
+        assert JSON.encode(JSON.decode(text.encode())) == text.encode()
+
+
+@dataclasses.dataclass
+class Message:
+    text: str
+    parts: list[str]
+
+
+class MessageStruct(msgspec.Struct):
+    text: str
+    parts: tuple[str, ...]
+
+
+class MessageModel(pydantic.BaseModel):
+    text: str
+    parts: list[str]
+
+
+@pytest.mark.parametrize("tp", [Message, MessageStruct, MessageModel])
+def test_typed_decoding_of_lone_surrogates(tp: Any) -> None:
+    """A dataclass, a Struct and a pydantic model all decode an escaped lone surrogate."""
+    data = b'{"text":"hi \\ud83d","parts":["\\ude00","ok"]}'
+    value = JSON.decode(data, tp)
+    assert isinstance(value, tp)
+    assert value.text == "hi \ud83d" and list(value.parts) == ["\ude00", "ok"]
+    assert JSON.encode(value) == data
+
+
+@pytest.mark.parametrize("tp", [Message, MessageStruct, MessageModel])
+def test_lone_surrogate_value_of_the_wrong_shape_is_still_rejected(tp: Any) -> None:
+    """The fallback parser validates like the fast path: a missing field still fails."""
+    with pytest.raises((msgspec.ValidationError, pydantic.ValidationError)):
+        JSON.decode(b'{"text":"hi \\ud83d"}', tp)
+
+
+@pytest.mark.parametrize(
+    "data", [b"NaN", b"[Infinity]", b'{"a":-Infinity}', b"{'a':1}", b'"\xed\xa0\xbd"', b"[1,]"]
+)
+def test_text_json_parse_refuses_stays_a_decode_error(data: bytes) -> None:
+    """NaN, Infinity, single quotes, raw surrogate bytes: refused, with msgspec's error."""
+    with pytest.raises(msgspec.DecodeError) as info:
+        JSON.decode(data)
+    assert not isinstance(info.value, msgspec.ValidationError)
+
+
+def test_valid_json_never_reaches_the_fallback_parser(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The standard-library parser runs only after msgspec refused the input."""
+    encoded = [JSON.encode(v) for v in WIRE_SAMPLES[:-2]]
+    expected = [json.loads(data) for data in encoded]
+    calls: list[Any] = []
+    monkeypatch.setattr(_codecs, "_parse_like_javascript", calls.append)
+    assert [JSON.decode(data) for data in encoded] == expected
+    assert JSON.decode(b'{"text":"x","parts":[]}', Message) == Message("x", [])
+    assert calls == []
+    JSON.decode(b'"\\ud83d"')
+    assert calls == [b'"\\ud83d"']
+
+
+def test_encoding_a_lone_surrogate_matches_msgspec_everywhere_else() -> None:
+    """Only the surrogate is escaped: every other byte is what msgspec writes without it."""
+    order = Order(uuid.UUID(int=3), date(2026, 1, 2), Role.ADMIN)
+    value = {"order": order, "n": [2.0, 1e16, 2**64], "s": "é\n", 7: None, "cut": "🎉\ud83c"}
+    plain = {**value, "cut": "🎉?"}
+    assert JSON.encode(value) == JSON.encode(plain).replace(b"?", b"\\ud83c")
+    assert JSON.encode(Settings(lang="\ud800")) == b'{"lang":"\\ud800","notify":true}'
+    with pytest.raises(UnicodeEncodeError):
+        MSGPACK.encode("\ud83d")  # msgpack has no escape for it: EncodeError in a storage
 
 
 class Role(Enum):

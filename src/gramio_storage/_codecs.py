@@ -1,14 +1,39 @@
-"""Codecs turn values into the bytes a backend stores, and back into typed values.
+r"""Codecs turn values into the bytes a backend stores, and back into typed values.
 
-The default, :data:`JSON`, writes compact UTF-8 JSON with msgspec: the same bytes GramIO's
-TypeScript adapters write with ``JSON.stringify`` for the same data, so a Python bot and a GramIO
-bot can share one database. :data:`MSGPACK` is smaller and faster but only Python (or msgpack)
-readers understand it. Anything with ``encode``/``decode`` methods is a codec: see :class:`Codec`.
-Pickle is never used.
+The default, :data:`JSON`, writes compact UTF-8 JSON with msgspec, so a Python bot and a GramIO
+bot can share one database. For the same data its bytes are the bytes ``JSON.stringify`` writes
+(no spaces, the same escapes, non-ASCII text as UTF-8, an unpaired surrogate as ``\udXXX``,
+``NaN`` and infinities as ``null``), with two exceptions; ``JSON.parse`` reads the same value
+either way:
+
+- Some floats print in another notation (the same shortest digits):
+
+  ==========================  =================  =====================
+  float                       msgspec (ours)     ``JSON.stringify``
+  ==========================  =================  =====================
+  a whole number below 1e16   ``2.0``, ``-0.0``  ``2``, ``0``
+  1e16 <= abs(x) < 1e21       ``1e16``           ``10000000000000000``
+  abs(x) >= 1e21              ``1e21``           ``1e+21``
+  1e-6 <= abs(x) < 1e-5       ``5e-6``           ``0.000005``
+  ==========================  =================  =====================
+
+- Object keys keep the dict's order; a JavaScript object lists the keys that are array
+  indices (``"0"`` to ``"4294967294"``) first, in numeric order.
+
+Rewriting the floats after msgspec measured at about half the in-memory ``set`` rate
+(``bench/bench_memory.py``), for bytes that read back the same, so they stay as msgspec writes
+them. Decoding accepts everything ``JSON.parse`` accepts: what msgspec's parser refuses (an
+escaped unpaired surrogate, a number beyond the float range) goes through the standard library's
+parser, and only then.
+
+:data:`MSGPACK` is smaller and faster but only Python (or msgpack) readers understand it.
+Anything with ``encode``/``decode`` methods is a codec: see :class:`Codec`. Pickle is never used.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
@@ -49,6 +74,85 @@ def _enc_hook(value: Any) -> Any:
     raise TypeError(f"cannot encode objects of type {value.__class__.__qualname__}")
 
 
+# ---------------------------------------------------------------------- JSON beyond msgspec
+# The rare inputs msgspec refuses but JavaScript's JSON accepts. None of this runs unless the
+# fast path raised first, so the common encode and decode stay one msgspec call.
+
+_SURROGATE = re.compile("([\ud800-\udfff])")
+_PLAIN_JSON = msgspec.json.Encoder().encode
+
+
+def _parser_refused(error: ValueError) -> bool:
+    """Whether ``error`` is a parser rejecting the JSON text (not a value failing validation)."""
+    if isinstance(error, msgspec.DecodeError):
+        return not isinstance(error, msgspec.ValidationError) or str(error).startswith(
+            "Number out of range"
+        )
+    errors = getattr(error, "errors", None)  # pydantic's ValidationError, duck-typed
+    return callable(errors) and any(e.get("type") == "json_invalid" for e in errors())
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # JSON.parse refuses NaN and Infinity; so do we
+
+
+def _parse_like_javascript(data: bytes | bytearray | memoryview | str) -> Any:
+    """Parse JSON text with the standard library: JSON.parse's grammar, UTF-8 only."""
+    text = data if isinstance(data, str) else str(data, "utf-8")
+    return json.loads(text, parse_constant=_refuse_constant)
+
+
+def _encode_escaping_surrogates(value: Any) -> bytes:
+    r"""The fast path's bytes, with each unpaired surrogate as ``JSON.stringify`` writes it.
+
+    msgspec writes UTF-8, which cannot hold an unpaired surrogate. JavaScript strings can, and
+    ``JSON.stringify`` writes one as a ``\udXXX`` escape (lower-case hex); we do the same, so
+    a string read from a GramIO bot goes back unchanged. Everything else (key order, numbers,
+    escapes, how dataclasses or pydantic models become JSON) is msgspec's, through
+    ``msgspec.to_builtins``.
+    """
+    out: list[bytes] = []
+    _emit(msgspec.to_builtins(value, enc_hook=_enc_hook, str_keys=True), out)
+    return b"".join(out)
+
+
+def _emit(value: Any, out: list[bytes]) -> None:
+    if isinstance(value, str):
+        out.append(_string(value))
+    elif isinstance(value, dict):
+        out.append(b"{")
+        for i, (k, v) in enumerate(value.items()):
+            if i:
+                out.append(b",")
+            out.append(_string(k))
+            out.append(b":")
+            _emit(v, out)
+        out.append(b"}")
+    elif isinstance(value, (list, tuple)):
+        out.append(b"[")
+        for i, item in enumerate(value):
+            if i:
+                out.append(b",")
+            _emit(item, out)
+        out.append(b"]")
+    else:  # numbers, booleans, None: msgspec's own bytes
+        out.append(_PLAIN_JSON(value))
+
+
+def _string(text: str) -> bytes:
+    if _SURROGATE.search(text) is None:
+        return _PLAIN_JSON(text)
+    # JavaScript reads two surrogates in a row as one character: join such pairs first (a
+    # Python str may hold them apart), so that only the unpaired ones are escaped.
+    text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
+    pieces = _SURROGATE.split(text)  # text, surrogate, text, ..., text
+    body = b"".join(
+        b"\\u%04x" % ord(piece) if i % 2 else _PLAIN_JSON(piece)[1:-1]
+        for i, piece in enumerate(pieces)
+    )
+    return b'"' + body + b'"'
+
+
 class _MsgspecCodec:
     """Shared machinery: one encoder, one untyped decoder, typed decoders cached per type."""
 
@@ -59,9 +163,10 @@ class _MsgspecCodec:
     _decoders: dict[Any, Callable[[bytes], Any]]
 
     def __init__(self) -> None:
-        encoder = self._make_encoder()
-        # Bound C methods: no Python frame between the storage and msgspec on the hot path.
-        self.encode = encoder.encode
+        self.encode = self._wrap_encoder(self._make_encoder().encode)
+        # A bound C method: no Python frame between the storage and msgspec on the hot path.
+        # It may refuse input that decode() accepts (see JSONCodec): callers that use it fall
+        # back to decode(data, Any), as the storage facade does.
         self._any = self._make_decoder(Any).decode
         self._decoders = {Any: self._any}
 
@@ -73,7 +178,17 @@ class _MsgspecCodec:
             decoder = self._decoders[type] = self._typed_decoder(type)
         except TypeError:  # an unhashable type object (rare, e.g. some Annotated forms)
             decoder = self._typed_decoder(type)
-        return decoder(data)
+        try:
+            return decoder(data)
+        except ValueError as e:  # msgspec's and pydantic's errors are ValueErrors
+            return self._recover(data, type, e)
+
+    def _wrap_encoder(self, encode: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
+        return encode
+
+    def _recover(self, data: bytes, tp: Any, error: ValueError) -> Any:
+        """Called when the fast decoder raised ``error``: decode another way, or re-raise."""
+        raise error
 
     def _typed_decoder(self, tp: Any) -> Callable[[bytes], Any]:
         if _is_pydantic_model(tp):
@@ -94,10 +209,12 @@ class _MsgspecCodec:
 
 
 class JSONCodec(_MsgspecCodec):
-    """Compact UTF-8 JSON through msgspec, compatible with ``JSON.stringify``/``JSON.parse``.
+    """Compact UTF-8 JSON through msgspec, read and written the way GramIO's bots do.
 
     Values may be JSON builtins, dataclasses, ``msgspec.Struct``, ``TypedDict``, ``datetime``,
-    ``UUID``, ``Enum``, ``Decimal`` and pydantic models.
+    ``UUID``, ``Enum``, ``Decimal`` and pydantic models. The bytes match ``JSON.stringify``'s
+    except for the float notations listed in the module docstring; anything ``JSON.parse``
+    reads decodes, unpaired surrogates included.
     """
 
     __slots__ = ()
@@ -108,12 +225,42 @@ class JSONCodec(_MsgspecCodec):
     def _make_encoder(self) -> msgspec.json.Encoder:
         return msgspec.json.Encoder(enc_hook=_enc_hook)
 
+    def _wrap_encoder(self, encode: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
+        def encode_json(value: Any) -> bytes:
+            try:
+                return encode(value)
+            except UnicodeEncodeError:  # a str holding an unpaired surrogate: msgspec refuses
+                return _encode_escaping_surrogates(value)
+
+        return encode_json
+
     def _make_decoder(self, tp: Any) -> msgspec.json.Decoder[Any]:
         return msgspec.json.Decoder(tp)
 
     def _pydantic_decoder(self, tp: Any) -> Callable[[bytes], Any]:
         # pydantic-core parses JSON itself: one pass instead of decode-then-validate.
         return tp.model_validate_json  # type: ignore[no-any-return]
+
+    def _recover(self, data: bytes, tp: Any, error: ValueError) -> Any:
+        r"""Parse what ``JSON.parse`` accepts and the fast parser refused, then validate it.
+
+        The fast parsers refuse an escaped unpaired surrogate (``"\ud83d"``, written by
+        ``JSON.stringify`` for a string a JavaScript ``.slice()`` cut inside an emoji) and
+        numbers beyond the float range (``1e400``, Infinity to JavaScript). The standard
+        library's parser reads both, as Python's ``json`` module always has; the result is then
+        validated as ``tp`` by msgspec (or pydantic), exactly as the fast path would.
+        """
+        if not _parser_refused(error):
+            raise error
+        try:
+            value = _parse_like_javascript(data)
+        except ValueError:
+            raise error from None
+        if tp is Any:
+            return value
+        if _is_pydantic_model(tp):
+            return tp.model_validate(value)
+        return msgspec.convert(value, tp, str_keys=True)
 
     def __repr__(self) -> str:
         return "JSONCodec()"
