@@ -136,7 +136,7 @@ async def seed(
     expected: dict[str, Any] = {}
     storage = storage_from_url(url)
     async with storage:
-        root = storage._root
+        backend = storage.backend  # raw bytes, as the CLI moves them
         plain: list[tuple[str, bytes]] = []
         timed: list[tuple[str, bytes, float]] = []
         for i in range(n):
@@ -155,11 +155,11 @@ async def seed(
                 plain.append((key, data))
                 expected[key] = (data, None)
         for start in range(0, len(plain), 1000):
-            await root._set_many(plain[start : start + 1000], None)
+            await backend.set_many(plain[start : start + 1000], None)
         for start in range(0, len(timed), 64):
             chunk = timed[start : start + 64]
             before = time.monotonic()
-            await asyncio.gather(*(root._set(k, d, t) for k, d, t in chunk))
+            await asyncio.gather(*(backend.set(k, d, t) for k, d, t in chunk))
             for key, data, ttl in chunk:
                 expected[key] = (data, before + ttl)
     return expected
@@ -170,12 +170,12 @@ async def snapshot(url: str, prefix: str = "") -> dict[str, Any]:
     storage = storage_from_url(url)
     found: dict[str, Any] = {}
     async with storage:
-        root = storage._root
-        # _scan_ttl: one listing per page on Cloudflare KV instead of one request per key.
-        listed = [(k, t, time.monotonic()) async for k, t in root._scan_ttl(prefix)]
+        backend = storage.backend
+        # scan_ttl: one listing per page on Cloudflare KV instead of one request per key.
+        listed = [(k, t, time.monotonic()) async for k, t in backend.scan_ttl(prefix)]
         for start in range(0, len(listed), 500):
             chunk = listed[start : start + 500]
-            values = await root._get_many([k for k, _, _ in chunk])
+            values = await backend.get_many([k for k, _, _ in chunk])
             for (key, ttl, seen), value in zip(chunk, values, strict=True):
                 assert value is not None, key
                 found[key] = (bytes(value), None if ttl is None else seen + ttl)

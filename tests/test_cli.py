@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +43,11 @@ from _redis_server import (  # noqa: F401  (fixtures)
     free_port,
     redis_cluster_session,
 )
-from gramio_storage import storage_from_url
+from _support import eventually_sync
+from gramio_storage import BaseStorage, Capabilities, InvalidKeyError, storage_from_url
 from gramio_storage.cli import _raw as raw_module
 from gramio_storage.cli import main
+from gramio_storage.memory import MemoryBackend
 
 SCRIPT = Path(sys.executable).parent / "gramio-storage"
 
@@ -127,7 +130,7 @@ def one_line_error(run: Run) -> str:
 def fill(url: str, items: dict[str, bytes], ttl: float | None = None) -> None:
     async def go() -> None:
         async with storage_from_url(url) as storage:
-            await storage._root._set_many(list(items.items()), ttl)
+            await storage.backend.set_many(list(items.items()), ttl)
 
     asyncio.run(go())
 
@@ -377,6 +380,61 @@ def test_export_interrupted_mid_way_leaves_no_partial_file(
     ] == []
 
 
+# ------------------------------------------------------------------------------- read-only opening
+
+# Commands that only read (and the read side of copy, and a dry run's destination) open SQLite
+# read-only: a mistyped path is an error, never a new empty database that looks like an empty bot.
+READ_ONLY_COMMANDS = [
+    ["ls", "{missing}"],
+    ["ls", "{missing}", "--json"],
+    ["get", "{missing}", "k"],
+    ["ttl", "{missing}", "k"],
+    ["stats", "{missing}"],
+    ["stats", "{missing}", "--json"],
+    ["export", "{missing}"],
+    ["export", "{missing}", "-o", "{out}"],
+    ["copy", "{missing}", "{other}"],
+    ["copy", "{existing}", "{missing}", "--dry-run"],
+    ["import", "{missing}", "{file}", "--dry-run"],
+]
+
+
+@pytest.mark.parametrize("argv", READ_ONLY_COMMANDS, ids=" ".join)
+def test_commands_that_only_read_never_create_a_sqlite_file(
+    argv: list[str], tmp_path: Path, cli: Any
+) -> None:
+    existing = f"sqlite:///{tmp_path / 'bot.db'}"
+    fill(existing, {"k": b"1"})
+    (tmp_path / "in.jsonl").write_bytes(b'{"key":"k","value":2}\n')
+    before = sorted(p.name for p in tmp_path.iterdir())
+    names = {
+        "missing": f"sqlite:///{tmp_path / 'missing.db'}",
+        "other": f"sqlite:///{tmp_path / 'other.db'}",
+        "existing": existing,
+        "out": str(tmp_path / "out.jsonl"),
+        "file": str(tmp_path / "in.jsonl"),
+    }
+    run = cli(*(arg.format(**names) for arg in argv))
+    assert run.code == 1, run
+    assert "missing.db" in one_line_error(run)
+    assert run.out == b""
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing created
+
+
+def test_a_dry_run_into_an_existing_sqlite_file_leaves_it_untouched(
+    tmp_path: Path, cli: Any
+) -> None:
+    src, dst = f"sqlite:///{tmp_path / 'src.db'}", f"sqlite:///{tmp_path / 'dst.db'}"
+    fill(src, {"a": b"1", "b": b"2"})
+    fill(dst, {"a": b"100"})
+    files = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    dry = cli("copy", src, dst, "--dry-run", "--json")
+    assert dry.code == 0, dry
+    assert (dry.json["written"], dry.json["replaced_existing"]) == (2, 1)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == files
+    assert cli("ls", src, "--json").code == 0  # reading an existing file works read-only
+
+
 # ------------------------------------------------------------------------------- copy
 
 PAIRS = [(s, d) for s in KINDS for d in KINDS]
@@ -436,18 +494,22 @@ def test_copy_skips_keys_that_expire_in_transit(
     backends: Backends, cli: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     src, dst = backends.url("sqlite"), backends.url("redis")
-    fill(src, {"short": b"1"}, ttl=0.3)
-    fill(src, {"long": b"2"}, ttl=300)
+    fill(src, {"short": b"1"}, ttl=300)
+    fill(src, {"long": b"2"}, ttl=3000)
     real = raw_module.Writer.write
 
     async def slow_write(self: Any, entries: Any) -> None:
-        await asyncio.sleep(0.4)  # the copy itself is slow: the short key dies on the way
-        await real(self, entries)
+        # The copy takes 1,000 s between read and write (no real waiting: the entries age by
+        # that much): the short key dies on the way, the long one arrives with ~2,000 s left.
+        aged = [raw_module.Entry(e.key, e.data, e.deadline - 1000) for e in entries]
+        await real(self, aged)
 
     monkeypatch.setattr(raw_module.Writer, "write", slow_write)
     run = cli("copy", src, dst, "--json")
     assert (run.json["written"], run.json["expired"]) == (1, 1)
-    assert dump(dst).keys() == {"long"}
+    copied = dump(dst)
+    assert copied.keys() == {"long"}
+    assert 1990 < copied["long"][1] - time.monotonic() <= 2000
 
 
 def test_copy_interrupted_by_a_failure_resumes_on_rerun(
@@ -489,12 +551,13 @@ def test_copy_killed_mid_way_completes_on_rerun(backends: Backends, cli_redis: R
     client = redis.Redis(host="127.0.0.1", port=cli_redis.port, db=db)
     argv = [sys.executable, "-m", "gramio_storage.cli", "copy", src, dst, "--batch-size", "50"]
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def first_batches_landed() -> bool:
+        assert process.poll() is None, process.stderr and process.stderr.read()
+        return bool(client.dbsize())
+
     try:
-        deadline = time.monotonic() + 60
-        while client.dbsize() == 0:  # wait for the first batches to land...
-            assert process.poll() is None, process.stderr and process.stderr.read()
-            assert time.monotonic() < deadline
-            time.sleep(0.002)
+        eventually_sync(first_batches_landed, 60, interval=0.002)
         process.send_signal(signal.SIGKILL)  # ...then kill it, as a crash would
         process.wait(timeout=10)
     finally:
@@ -613,9 +676,12 @@ def test_missing_extra_names_the_pip_command(module: str, url: str, extra: str) 
 def test_missing_rich_only_matters_for_tables(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'x.db'}"
     fill(url, {"k": b"1"})
-    table = run_blocked("rich", "ls", url)
-    assert table.code == 1
-    assert "pip install 'gramio-storage[cli]'" in one_line_error(table)
+    for command in ("ls", "stats"):
+        table = run_blocked("rich", command, url)
+        assert table.code == 1
+        assert "pip install 'gramio-storage[cli]'" in one_line_error(table)
+        assert table.out == b"", command  # stdout only ever carries data: nothing half drawn
+    assert json.loads(run_blocked("rich", "stats", url, "--json").out)["keys"] == 1
     listing = run_blocked("rich", "ls", url, "--json")
     assert (listing.code, json.loads(listing.out)) == (0, [{"key": "k", "ttl": None, "size": 1}])
     assert run_blocked("rich", "get", url, "k").out == b"1\n"
@@ -696,3 +762,111 @@ def test_encode_and_parse_line_are_inverse() -> None:
         "value": {"a": 1},
         "ttl": None,
     }
+
+
+# ------------------------------------------------------------------------ the public API only
+
+
+def test_secrets_are_masked_by_the_core_redactor() -> None:
+    """The CLI masks with the library's one redactor: a password with / ? # @ never leaks."""
+    from gramio_storage import _redact
+    from gramio_storage.cli import _secrets
+
+    assert _secrets.mask_url is _redact.mask_url
+    secrets = _secrets.Secrets({"REDIS_PASSWORD": "p/w?x#y@z"})
+    url = secrets.expand("redis://:${REDIS_PASSWORD}@127.0.0.1:6379/0")
+    assert url == "redis://:p/w?x#y@z@127.0.0.1:6379/0"
+    assert _secrets.mask_url(url) == "redis://:***@127.0.0.1:6379/0"
+    assert secrets.scrub(f"cannot connect to {url}: refused") == (
+        "cannot connect to redis://:***@127.0.0.1:6379/0: refused"
+    )
+    tokens = _secrets.Secrets({"CLOUDFLARE_API_TOKEN": "cf-token-123", "HOME": "/root"})
+    assert tokens.scrub("auth cf-token-123 failed in /root") == "auth *** failed in /root"
+
+
+class _CountingBackend(MemoryBackend):
+    """A memory backend recording the bulk calls the CLI makes (behaviour unchanged)."""
+
+    def __init__(self, caps: Capabilities | None = None) -> None:
+        super().__init__()
+        if caps is not None:
+            self.capabilities = caps  # type: ignore[misc]
+        self.calls: list[tuple[str, int]] = []
+
+    async def get_many(self, keys: Sequence[str]) -> Sequence[bytes | None]:
+        self.calls.append(("get_many", len(keys)))
+        return await super().get_many(keys)
+
+    async def get_entries(self, keys: Sequence[str]) -> list[tuple[bytes | None, float | None]]:
+        self.calls.append(("get_entries", len(keys)))
+        return await super().get_entries(keys)
+
+    async def set_entries(
+        self, entries: Sequence[tuple[str, bytes, float | None]], *, overwrite: bool = True
+    ) -> list[bool]:
+        self.calls.append(("set_entries" if overwrite else "set_entries_nx", len(entries)))
+        return await super().set_entries(entries, overwrite=overwrite)
+
+
+async def _copy(src: BaseStorage, dst: BaseStorage, **options: Any) -> raw_module.WriteStats:
+    reader = raw_module.Reader(src)
+    writer = raw_module.Writer(dst, **options)
+    async for batch in raw_module.batched_keys(src, "", 500, reader):
+        await writer.write(await reader.read(batch))
+    return writer.stats
+
+
+async def test_the_cli_moves_data_through_get_entries_and_set_entries() -> None:
+    """One get_entries and one set_entries per batch, on any backend; prefixes respected."""
+    source = _CountingBackend()
+    dest = _CountingBackend()
+    src = BaseStorage(source).with_prefix("app:")
+    dst = BaseStorage(dest).with_prefix("copy:")
+    await BaseStorage(source).set("other", 0)  # outside the view: never read
+    for i in range(1200):
+        await src.set(f"k{i:04}", i, ttl=600 if i % 2 else None)
+    source.calls.clear()
+    stats = await _copy(src, dst)
+    assert (stats.written, stats.expired) == (1200, 0)
+    reads = [call for call in source.calls if call[0] == "get_entries"]  # (its default: get_many)
+    assert reads == [("get_entries", 500), ("get_entries", 500), ("get_entries", 200)]
+    assert dest.calls == [("set_entries", 500), ("set_entries", 500), ("set_entries", 200)]
+    assert await dst.get("k0001") == 1
+    ttl = await dst.ttl("k0001")
+    assert ttl is not None and 599 <= ttl <= 600
+    assert await dst.ttl("k0002") is None
+    assert [k async for k in BaseStorage(dest).keys()][:1] == ["copy:k0000"]
+
+    dest.calls.clear()
+    again = await _copy(src, dst, overwrite=False)
+    assert (again.written, again.skipped) == (0, 1200)
+    assert {name for name, _ in dest.calls} == {"set_entries_nx"}
+
+
+async def test_a_listing_with_expiries_needs_no_ttl_reads() -> None:
+    """lists_ttls: the keys' expiries come from scan_ttl; a batch is one get_many."""
+    source = _CountingBackend(Capabilities(name="listing", lists_ttls=True))
+    src = BaseStorage(source)
+    await src.set_many({f"k{i}": i for i in range(10)}, ttl=300)
+    source.calls.clear()
+    stats = await _copy(src, BaseStorage(MemoryBackend()))
+    assert stats.written == 10
+    assert source.calls == [("get_many", 10)]
+
+
+async def test_the_destination_capabilities_are_checked_before_any_write() -> None:
+    """The CLI calls backends directly, so it checks keys and TTLs as the facade would."""
+    src = BaseStorage(MemoryBackend())
+    await src.set("short", 1)
+    await src.set("a-much-longer-key", 2)
+    dest = _CountingBackend(Capabilities(name="tiny", max_key_bytes=8, min_ttl=60))
+    with pytest.raises(InvalidKeyError, match="tiny"):
+        await _copy(src, BaseStorage(dest))
+    assert dest.calls == []  # nothing written
+
+    await src.delete("a-much-longer-key")
+    await src.set("brief", 3, ttl=5)
+    stats = await _copy(src, BaseStorage(dest))
+    assert (stats.written, stats.ttl_raised) == (2, 1)
+    ttl = await BaseStorage(dest).ttl("brief")
+    assert ttl is not None and 59 < ttl <= 60

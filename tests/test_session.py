@@ -9,6 +9,7 @@ import pytest
 
 from _bot_backends import *  # noqa: F403  (the `backend` fixture and server fixtures)
 from _bot_backends import BotBackend
+from _support import FakeClock
 from gramio_storage import EncodeError, InvalidTTLError, MemoryStorage
 from gramio_storage.session import Session, SessionManager
 
@@ -233,7 +234,7 @@ async def test_a_fixed_ttl_is_not_renewed_by_reads() -> None:
     sessions = SessionManager(storage, initial=counter, ttl=60)
     async with sessions.open(1) as session:
         session.data["count"] = 1
-    clock.now += 30
+    clock.advance(30)
     async with sessions.open(1) as session:
         assert session.data["count"] == 1
     assert await storage.ttl("session:1") == pytest.approx(30)
@@ -246,11 +247,11 @@ async def test_a_sliding_ttl_is_renewed_by_every_update_that_reads_it() -> None:
     async with sessions.open(1) as session:
         session.data["count"] = 1
     for _ in range(3):  # 3 x 50 s > 60 s: alive only because each update renews it
-        clock.now += 50
+        clock.advance(50)
         async with sessions.open(1) as session:
             assert session.data["count"] == 1
     assert await storage.ttl("session:1") == pytest.approx(60)
-    clock.now += 61
+    clock.advance(61)
     assert not await storage.has("session:1")
 
 
@@ -320,11 +321,3 @@ async def test_sessions_persist_on_every_backend(backend: BotBackend) -> None:
         await session.clear()
     async with restarted.open(1) as session:
         assert not session.exists
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from ._errors import DecodeError, MissingDependencyError, UnsupportedOperationError
 from ._protocol import TTL
 from ._storage import BaseStorage
+from ._validate import resolve_key, ttl_seconds
 from .session import Session, SessionManager
 
 try:
@@ -91,7 +92,8 @@ class AiogramStorage(_AiogramBaseStorage):
             )
         for name, ttl in (("state_ttl", state_ttl), ("data_ttl", data_ttl)):
             if ttl is not None:
-                storage._ttl_seconds(ttl, name)  # a bad TTL fails here, not mid-conversation
+                # A bad TTL fails here, not mid-conversation.
+                ttl_seconds(ttl, storage.capabilities, name)
         self.storage = storage
         self.key_builder: KeyBuilder = DefaultKeyBuilder() if key_builder is None else key_builder
         self.state_ttl = state_ttl
@@ -100,7 +102,7 @@ class AiogramStorage(_AiogramBaseStorage):
         self._atomic = True  # until the backend says it cannot update() atomically
         # A storage keeping references (MemoryStorage(codec=None)) returns its own objects: copy
         # them, as aiogram's MemoryStorage does, so a handler cannot mutate the store by accident.
-        self._copy = not isinstance(storage.codec.encode({}), bytes)
+        self._copy = bool(getattr(storage.codec, "stores_references", False))
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> AiogramStorage:
@@ -145,7 +147,7 @@ class AiogramStorage(_AiogramBaseStorage):
         # aiogram's RedisStorage writes the state's bare text, which is usually not JSON (or is
         # JSON of another type: a state named "1"). Read the raw bytes; this path is rare.
         storage = self.storage
-        raw = await storage._root._get(storage._key(name))
+        raw = await storage.backend.get(resolve_key(name, storage.prefix, storage.capabilities))
         if raw is None:
             return None
         try:
@@ -263,9 +265,7 @@ class StorageEventIsolation(BaseEventIsolation):
                 "StorageEventIsolation needs a gramio-storage backend (a BaseStorage), "
                 f"got {storage.__class__.__qualname__}"
             )
-        seconds = storage._ttl_seconds(ttl, "ttl")
-        if seconds is None:  # pragma: no cover - ttl is never None here
-            raise TypeError("ttl is required")
+        seconds = ttl_seconds(ttl, storage.capabilities, "ttl")
         if not (0 < poll_interval <= max_poll_interval):
             raise ValueError(
                 "poll_interval and max_poll_interval must satisfy "

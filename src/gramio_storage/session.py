@@ -35,6 +35,7 @@ from ._errors import EncodeError
 from ._keys import Key
 from ._protocol import TTL, Storage
 from ._storage import BaseStorage
+from ._validate import ttl_seconds
 
 __all__ = ["Session", "SessionManager"]
 
@@ -93,7 +94,8 @@ class SessionManager(Generic[T]):
         if not isinstance(namespace, str):
             raise TypeError(f"namespace must be a str, got {namespace.__class__.__qualname__}")
         if isinstance(storage, BaseStorage) and ttl is not None:
-            storage._ttl_seconds(ttl, "ttl")  # reject a bad TTL now, not at the first save
+            # Reject a bad TTL now, not at the first save.
+            ttl_seconds(ttl, storage.capabilities, "ttl")
         self.storage = storage
         self._initial = initial
         self.namespace = namespace
@@ -265,17 +267,14 @@ class Session(Generic[T]):
 def _comparison_codec(storage: object) -> Codec:
     """The codec whose bytes decide "changed": the storage's own when it produces bytes.
 
-    A storage that keeps references (``MemoryStorage(codec=None)``) or an object without a
-    codec is compared through JSON instead, so in-place mutations are still detected.
+    A storage that keeps references (``MemoryStorage(codec=None)``, whose codec declares
+    ``stores_references``) or an object without a codec is compared through JSON instead, so
+    in-place mutations are still detected.
     """
     codec = getattr(storage, "codec", None)
-    if codec is not None:
-        try:
-            if isinstance(codec.encode({}), bytes):
-                return codec  # type: ignore[no-any-return]
-        except Exception:  # noqa: S110 - a codec that cannot encode {} is not usable here
-            pass
-    return JSON
+    if codec is None or getattr(codec, "stores_references", False):
+        return JSON
+    return codec  # type: ignore[no-any-return]
 
 
 def _name(key: str | Key[Any]) -> str:

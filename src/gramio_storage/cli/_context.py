@@ -32,6 +32,12 @@ EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
 EXIT_PIPE = 141  # the reader of stdout went away (128 + SIGPIPE), e.g. `... | head`
 
 
+# Schemes whose backends can open a storage read-only, and the option that asks for it
+# (storage_from_url passes options to the backend). SQLite: a read-only open never creates the
+# database file, so `ls sqlite:///typo.db` fails instead of printing an empty listing.
+_READ_ONLY: dict[str, dict[str, object]] = {"sqlite": {"read_only": True}}
+
+
 class CliError(Exception):
     """An error reported as one line on stderr, with its exit code."""
 
@@ -62,11 +68,19 @@ class Context:
     secrets: Secrets
     quiet: bool = False
 
-    def open(self, url: str, what: str = "URL") -> BaseStorage:
-        """Build the storage a URL names (after ``${VAR}`` expansion)."""
+    def open(self, url: str, what: str = "URL", *, read_only: bool = False) -> BaseStorage:
+        """Build the storage a URL names (after ``${VAR}`` expansion).
+
+        With ``read_only`` (commands that only read), a backend that can open read-only does
+        so (SQLite): a mistyped path is then an error instead of a new, empty database.
+        """
         from .._registry import storage_from_url  # keeps --help fast
 
-        return storage_from_url(self.secrets.expand(url, what))
+        expanded = self.secrets.expand(url, what)
+        options: dict[str, object] = {}
+        if read_only:
+            options = _READ_ONLY.get(expanded.partition("://")[0].lower(), {})
+        return storage_from_url(expanded, **options)
 
     def info(self, message: str) -> None:
         """An informational line on stderr (not with ``--quiet``), scrubbed of secrets."""

@@ -10,10 +10,19 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from .._errors import KeyNotFoundError
+from .._validate import resolve_key
 from ._context import NotFoundError, UsageError
 from ._raw import DEFAULT_BATCH, Reader, batched_keys
 from ._secrets import mask_url
-from ._ui import fmt_size, fmt_ttl, print_table, progress, wants_progress, write_json
+from ._ui import (
+    fmt_size,
+    fmt_ttl,
+    print_table,
+    progress,
+    require_tables,
+    wants_progress,
+    write_json,
+)
 
 if TYPE_CHECKING:
     import argparse
@@ -37,7 +46,9 @@ async def cmd_ls(ctx: Context, args: argparse.Namespace) -> int:
     limit: int = args.limit
     if limit < 0:
         raise UsageError("--limit must be >= 0 (0 lists every key)")
-    async with ctx.open(args.url) as storage:
+    if not args.json:
+        require_tables()
+    async with ctx.open(args.url, read_only=True) as storage:
         reader = Reader(storage)
         rows: list[tuple[str, float | None, int]] = []
         shown = 0
@@ -85,9 +96,9 @@ async def cmd_ls(ctx: Context, args: argparse.Namespace) -> int:
 
 async def cmd_get(ctx: Context, args: argparse.Namespace) -> int:
     """Print the value stored under a key."""
-    async with ctx.open(args.url) as storage:
-        full = storage._key(args.key)
-        data = await storage._root._get(full)
+    async with ctx.open(args.url, read_only=True) as storage:
+        full = resolve_key(args.key, storage.prefix, storage.capabilities)
+        data = await storage.backend.get(full)
     if data is None:
         raise NotFoundError(f"key {args.key!r} not found")
     data = bytes(data)
@@ -145,7 +156,7 @@ async def cmd_del(ctx: Context, args: argparse.Namespace) -> int:
 
 async def cmd_ttl(ctx: Context, args: argparse.Namespace) -> int:
     """Print the seconds a key has left."""
-    async with ctx.open(args.url) as storage:
+    async with ctx.open(args.url, read_only=True) as storage:
         try:
             ttl = await storage.ttl(args.key)
         except KeyNotFoundError as e:
@@ -176,7 +187,9 @@ async def cmd_stats(ctx: Context, args: argparse.Namespace) -> int:
     largest = 0
     soonest: float | None = None
     prefixes: dict[str, list[int]] = {}
-    async with ctx.open(args.url) as storage:
+    if not args.json:
+        require_tables()  # before the scan, and before anything reaches stdout
+    async with ctx.open(args.url, read_only=True) as storage:
         reader = Reader(storage)
         with progress("scanning", None, wants_progress(ctx.quiet)) as bar:
             async for batch in batched_keys(storage, args.prefix, DEFAULT_BATCH, reader):
@@ -219,6 +232,7 @@ async def cmd_stats(ctx: Context, args: argparse.Namespace) -> int:
             }
         )
         return 0
+    # rich is known to be there (require_tables above): nothing below can fail half way.
     where = mask_url(args.url) + (f" (prefix {args.prefix!r})" if args.prefix else "")
     print(ctx.secrets.scrub(where))
     print_table(

@@ -1,9 +1,12 @@
-"""Credentials on the command line: ``${VAR}`` expansion, ``--env-file``, masking and scrubbing.
+"""Credentials on the command line: ``${VAR}`` expansion and ``--env-file``.
 
 Secrets reach the CLI without ever sitting in ``argv`` (which ``ps`` shows to every user): a URL
 may reference environment variables (``redis://:${REDIS_PASSWORD}@host``), and ``--env-file``
-loads them from a dotenv file. Everything the CLI prints goes through :meth:`Secrets.scrub`, which
-replaces every password, token and expanded variable value with ``***``.
+loads them from a dotenv file. Masking is the library's one redactor
+(:mod:`gramio_storage._redact`): URLs shown are :func:`~gramio_storage._redact.mask_url`-ed, and
+everything printed goes through :meth:`Secrets.scrub`, a
+:class:`~gramio_storage._redact.Redactor` that knows every password, token and expanded
+variable value seen.
 """
 
 from __future__ import annotations
@@ -11,19 +14,14 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from urllib.parse import parse_qsl, urlsplit
 
+from .._redact import Redactor, mask_url, url_secrets
 from ._context import UsageError
 
 __all__ = ["Secrets", "load_env_file", "mask_url", "process_environ"]
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-# Query parameters whose values are credentials, whatever the backend.
-_SECRET_PARAMS = frozenset({"password", "pass", "token", "api_token", "secret", "key", "api_key"})
-_MASK = "***"
-# Values shorter than this are not scrubbed from free text: replacing every "a" in a message
-# because a variable held "a" would garble it, and such a value protects nothing.
-_MIN_SCRUB = 3
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Environment variables whose values are credentials even when no URL mentions them (a backend
 # may read CLOUDFLARE_API_TOKEN itself): their values are scrubbed from output too.
 _SECRET_ENV = re.compile(r"PASSWORD|PASSWD|TOKEN|SECRET|API_KEY|CREDENTIAL|_DSN$|_URL$", re.I)
@@ -47,7 +45,7 @@ def load_env_file(path: str) -> dict[str, str]:
         line = line.removeprefix("export ").lstrip()
         name, sep, value = line.partition("=")
         name = name.strip()
-        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        if not sep or not _NAME.fullmatch(name):
             # Never quote the line: it may hold a secret.
             raise UsageError(f"--env-file {path!r}, line {number}: expected NAME=value")
         value = value.strip()
@@ -67,14 +65,13 @@ class Secrets:
 
     def __init__(self, environ: dict[str, str]) -> None:
         self._environ = environ
-        self._secrets: set[str] = set()
+        self._redactor = Redactor()
         for name, value in environ.items():
             if _SECRET_ENV.search(name):
                 if name.upper().endswith(("_URL", "_DSN")):
-                    for secret in _url_secrets(value):
-                        self._remember(secret)
+                    self._redactor.add_url(value)
                 else:
-                    self._remember(value)
+                    self._redactor.add(value)
 
     def expand(self, url: str, what: str = "URL") -> str:
         """Replace ``${VAR}`` references in ``url`` and remember the URL's secrets.
@@ -91,68 +88,16 @@ class Secrets:
                     "not set (export it or pass --env-file)"
                 )
             value = self._environ[name]
-            self._remember(value)
+            self._redactor.add(value)
             return value
 
         expanded = _VAR.sub(replace, url)
-        for secret in _url_secrets(expanded):
-            self._remember(secret)
+        self._redactor.add(*url_secrets(expanded))
         return expanded
 
-    def _remember(self, value: str) -> None:
-        if len(value) >= _MIN_SCRUB:
-            self._secrets.add(value)
-
     def scrub(self, text: str) -> str:
-        """Return ``text`` with every known secret replaced by ``***`` (longest first)."""
-        for secret in sorted(self._secrets, key=len, reverse=True):
-            if secret in text:
-                text = text.replace(secret, _MASK)
-        return text
-
-
-def _url_secrets(url: str) -> list[str]:
-    """The password and credential-like query values of a URL (raw and percent-decoded)."""
-    try:
-        parts = urlsplit(url)
-        found: list[str] = []
-        if parts.password:
-            found.append(parts.password)
-            raw = parts.netloc.rpartition("@")[0].partition(":")[2]
-            if raw:
-                found.append(raw)
-        for name, value in parse_qsl(parts.query, keep_blank_values=False):
-            if name.lower() in _SECRET_PARAMS and value:
-                found.append(value)
-        return found
-    except ValueError:  # a malformed URL (bad port...): the backend will say what is wrong
-        return []
-
-
-def mask_url(url: str) -> str:
-    """``url`` with its password and credential query values replaced by ``***``."""
-    try:
-        parts = urlsplit(url)
-        netloc = parts.netloc
-        if not _url_secrets(url):
-            return url  # unchanged (rebuilding would also drop the "//" of sqlite:///path)
-        if "@" in netloc:
-            userinfo, _, host = netloc.rpartition("@")
-            user, colon, password = userinfo.partition(":")
-            if colon and password:
-                netloc = f"{user}:{_MASK}@{host}"
-        query = parts.query
-        if query:
-            pairs = []
-            for pair in query.split("&"):
-                name, eq, value = pair.partition("=")
-                if eq and value and name.lower() in _SECRET_PARAMS:
-                    pair = f"{name}={_MASK}"
-                pairs.append(pair)
-            query = "&".join(pairs)
-        return parts._replace(netloc=netloc, query=query).geturl()
-    except ValueError:
-        return _MASK
+        """Return ``text`` with every known secret (and URL credential) replaced by ``***``."""
+        return self._redactor(text)
 
 
 def process_environ(extra: dict[str, str]) -> dict[str, str]:

@@ -128,7 +128,7 @@ async def cmd_export(ctx: Context, args: argparse.Namespace) -> int:
     """Write every key (under a prefix) as JSON Lines, streaming."""
     started = time.monotonic()
     count = 0
-    async with ctx.open(args.url) as storage:
+    async with ctx.open(args.url, read_only=True) as storage:
         reader = Reader(storage)
         total = await _count(storage, args.prefix) if wants_progress(ctx.quiet) else None
         with (
@@ -179,7 +179,7 @@ def _output(path: str | None) -> Iterator[IO[bytes]]:
 
 async def _count(storage: BaseStorage, prefix: str) -> int:
     n = 0
-    async for _ in storage._root._scan(storage.prefix + prefix):
+    async for _ in storage.keys(prefix):
         n += 1
     return n
 
@@ -228,7 +228,8 @@ async def cmd_import(ctx: Context, args: argparse.Namespace) -> int:
             # Pass 1: the whole file must parse before anything is written.
             total = sum(1 for _ in _records(f, name))
             f.seek(0)
-        async with ctx.open(args.url) as storage:
+        # A dry run only reads: it never creates the destination (SQLite opens read-only).
+        async with ctx.open(args.url, read_only=args.dry_run) as storage:
             writer = Writer(storage, overwrite=args.overwrite, dry_run=args.dry_run)
             try:
                 with progress("importing", total, wants_progress(ctx.quiet)) as bar:
@@ -263,7 +264,11 @@ async def cmd_copy(ctx: Context, args: argparse.Namespace) -> int:
     dst_url = ctx.secrets.expand(args.dst, "DST_URL")
     if src_url == dst_url:
         raise UsageError("SRC_URL and DST_URL are the same storage")
-    async with ctx.open(args.src, "SRC_URL") as src, ctx.open(args.dst, "DST_URL") as dst:
+    async with (
+        ctx.open(args.src, "SRC_URL", read_only=True) as src,
+        # A dry run only reads the destination too: it never creates it.
+        ctx.open(args.dst, "DST_URL", read_only=args.dry_run) as dst,
+    ):
         reader = Reader(src)
         writer = Writer(dst, overwrite=args.overwrite, dry_run=args.dry_run)
         show = wants_progress(ctx.quiet)

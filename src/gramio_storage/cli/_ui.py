@@ -15,7 +15,15 @@ import msgspec
 
 from .._errors import MissingDependencyError
 
-__all__ = ["Progress", "fmt_size", "fmt_ttl", "print_table", "progress", "write_json"]
+__all__ = [
+    "Progress",
+    "fmt_size",
+    "fmt_ttl",
+    "print_table",
+    "progress",
+    "require_tables",
+    "write_json",
+]
 
 _INSTALL = "pip install 'gramio-storage[cli]'"
 _json = msgspec.json.Encoder()
@@ -32,6 +40,18 @@ def _rich() -> Any:
             f"{_INSTALL} (or use --json)"
         ) from e
     return rich
+
+
+def require_tables() -> None:
+    """Fail now, before any work or output, if tables cannot be drawn (rich is missing).
+
+    Commands that end in a table call this first, so that a missing extra never leaves a
+    partial output on stdout or a long scan wasted.
+
+    Raises:
+        MissingDependencyError: rich is not installed.
+    """
+    _rich()
 
 
 def write_json(value: Any, out: IO[bytes] | None = None) -> None:
