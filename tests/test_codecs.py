@@ -7,6 +7,7 @@ import json
 import math
 import random
 import shutil
+import sqlite3
 import subprocess
 import uuid
 from datetime import UTC, date, datetime
@@ -17,6 +18,9 @@ import msgspec
 import pydantic
 import pytest
 
+from _cloudflare_server import KVEmulator, cloudflare_kv  # noqa: F401 (fixture)
+from _pg_server import postgres_dsn  # noqa: F401 (fixture)
+from _redis_server import redis_server_session, redis_url  # noqa: F401 (fixtures)
 from gramio_storage import JSON, MSGPACK, Codec, DecodeError, Key, MemoryStorage, _codecs
 
 # Values a bot stores. For these, JSON.stringify (run by Node itself) and our codec must agree
@@ -316,3 +320,94 @@ def test_no_pickle_anywhere_in_the_package() -> None:
         )
     ]
     assert offenders == []
+
+
+# ---------------------------------------------------------------------- every backend
+
+
+@dataclasses.dataclass
+class Cut:
+    text: str
+    n: list[float]
+
+
+class RawBytes:
+    """A codec that hands bytes through: what a GramIO bot (or redis-cli) puts in the store."""
+
+    def encode(self, value: Any) -> bytes:
+        return bytes(value)
+
+    def decode(self, data: bytes, type: Any = Any) -> bytes:
+        return bytes(data)
+
+
+def _pair(backend: str, request: pytest.FixtureRequest, tmp_path: Any) -> tuple[Any, Any]:
+    """Two storages on one store: the default JSON codec, and raw bytes."""
+    from gramio_storage import storage_from_url
+
+    if backend == "memory":
+        shared: dict[str, Any] = {}
+        return MemoryStorage(shared), MemoryStorage(shared, codec=RawBytes())
+    if backend == "cloudflare":
+        kv: KVEmulator = request.getfixturevalue("cloudflare_kv")
+        return kv.storage(), kv.storage(codec=RawBytes())
+    url = {
+        "sqlite": lambda: f"sqlite:///{tmp_path / 'codecs.db'}",
+        "redis": lambda: request.getfixturevalue("redis_url"),
+        "postgres": lambda: request.getfixturevalue("postgres_dsn"),
+    }[backend]()
+    return storage_from_url(url), storage_from_url(url, codec=RawBytes())
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite", "redis", "postgres", "cloudflare"])
+async def test_every_backend_keeps_a_javascript_lone_surrogate(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Any
+) -> None:
+    """A value a GramIO bot wrote with a cut emoji reads in Python and goes back unchanged."""
+    written_by_javascript = _node_stringify([{"text": "hi \ud83d", "n": [1, 2.5]}])[0].encode()
+    assert b"\\ud83d" in written_by_javascript
+    key = f"codecs:surrogate:{uuid.uuid4().hex}"
+    storage, raw = _pair(backend, request, tmp_path)
+    try:
+        await raw.set(key, written_by_javascript)
+        assert await storage.get(key) == {"text": "hi \ud83d", "n": [1, 2.5]}
+        assert await storage.get(Key(key, Cut)) == Cut("hi \ud83d", [1.0, 2.5])
+        assert await storage.get_many([key]) == {key: {"text": "hi \ud83d", "n": [1, 2.5]}}
+        await storage.update(key, lambda v: {**v, "n": [*v["n"], 3]})
+        assert await raw.get(key) == b'{"text":"hi \\ud83d","n":[1,2.5,3]}'
+        await storage.delete(key)
+    finally:
+        await storage.close()
+        await raw.close()
+
+
+async def test_a_whole_float_reads_back_as_documented(tmp_path: Any) -> None:
+    """2.0 stays 2.0 in Python; JavaScript reads 2; GramIO's JSONB column stores a bare 2."""
+    assert _node(
+        "const v=JSON.parse('2.0'); console.log(JSON.stringify([v, Number.isInteger(v)]))", []
+    ) == ["[2,true]"]
+    assert JSON.decode(b"2").__class__ is int  # what Python reads after a GramIO bot rewrote it
+    from gramio_storage import storage_from_url
+
+    gramio_made = tmp_path / "gramio.db"
+    with sqlite3.connect(gramio_made) as db:  # the table as @gramio/storage-sqlite creates it
+        db.execute(
+            "CREATE TABLE gramio_storage "
+            "(key TEXT PRIMARY KEY, value JSONB NOT NULL, expires_at BIGINT)"
+        )
+    db.close()
+    for url, bare in [
+        ("memory://", 2.0),
+        (f"sqlite:///{tmp_path / 'own.db'}", 2.0),
+        (f"sqlite:///{gramio_made}", 2),
+    ]:
+        storage = storage_from_url(url)
+        try:
+            await storage.set("n", 2.0)
+            await storage.set("nested", {"n": 2.0})
+            got = await storage.get("n")
+            assert (got, got.__class__) == (bare, bare.__class__), url
+            assert (await storage.get(Key("n", float))).__class__ is float
+            assert (await storage.get("nested"))["n"].__class__ is float
+        finally:
+            await storage.close()
