@@ -3,10 +3,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo tour test lint typecheck pytest bench setup clean
+.PHONY: demo demo-reset tour test lint typecheck pytest bench setup clean
 
 demo: $(STAMP)  ## an offline aiogram bot on a SQLite file; run it twice to see it remember
 	$(PY) examples/bot_demo.py
+
+demo-reset: $(STAMP)  ## the demo from a clean slate: forgets what earlier runs stored
+	$(PY) examples/bot_demo.py --reset
 
 tour: $(STAMP)  ## a tour of the API (typed keys, TTL, atomic counters, prefixes)
 	$(PY) examples/tour.py

@@ -207,7 +207,7 @@ async def play(url: str, reset: bool) -> None:
         print("\nstored, as compact JSON a GramIO bot on the same database can read:")
         for name in sorted([k async for k in storage.keys() if k.startswith(("session:", "fsm:"))]):
             print(f"  {name} = {storage.codec.encode(await storage.get(name)).decode()}")
-    print("\nRun it again: the bot continues where it stopped. --reset forgets everything.")
+    print("\nRun it again: it continues where it stopped. `make demo-reset` forgets it all.")
 
 
 def _safe(url: str) -> str:
