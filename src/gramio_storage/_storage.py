@@ -98,6 +98,7 @@ class BaseStorage(AtomicOps):
         self._plain_ints = bool(getattr(codec, "plain_integers", False))
         self._references = bool(getattr(codec, "stores_references", False))
         self._nowait = caps.nonblocking
+        self._max_key = caps.max_key_bytes
         self._default_ttl = None if ttl is None else ttl_seconds(ttl, caps)
         if max_value_bytes is not None and (
             max_value_bytes.__class__ is not int or max_value_bytes < 1
@@ -113,10 +114,9 @@ class BaseStorage(AtomicOps):
     def _key(self, key: object) -> str:
         if self._life.closed:
             raise self._closed()
-        if key.__class__ is str and key and (self._prefix + key).isascii():
+        if key.__class__ is str and key:
             full: str = self._prefix + key
-            limit = self._caps.max_key_bytes
-            if limit is None or len(full) <= limit:
+            if full.isascii() and (self._max_key is None or len(full) <= self._max_key):
                 return full
         return resolve_key(key, self._prefix, self._caps)
 
@@ -187,9 +187,7 @@ class BaseStorage(AtomicOps):
         # general resolution, and a nonblocking backend is called without a coroutine.
         if key.__class__ is str and key and not self._life.closed:
             full = self._prefix + key
-            if not full.isascii() or (
-                self._caps.max_key_bytes is not None and len(full) > self._caps.max_key_bytes
-            ):
+            if not full.isascii() or (self._max_key is not None and len(full) > self._max_key):
                 full = self._key(key)
             data = (
                 self._backend.get_nowait(full) if self._nowait else await self._backend.get(full)
@@ -230,6 +228,21 @@ class BaseStorage(AtomicOps):
                 limits; nothing was written.
             ValueTooLargeError: The encoded value is over the limit; nothing was written.
         """
+        if key.__class__ is str and key and ttl is None and not self._life.closed:
+            # The measured fast path, as in get().
+            full = self._prefix + key
+            if full.isascii() and (self._max_key is None or len(full) <= self._max_key):
+                try:
+                    data = self._encode(value)
+                except Exception:
+                    data = self._encode_value(key, value)  # raises the EncodeError
+                if self._max_value is not None:
+                    self._encode_value(key, value)  # raises ValueTooLargeError when over
+                if self._nowait:
+                    self._backend.set_nowait(full, data, self._default_ttl)
+                else:
+                    await self._backend.set(full, data, self._default_ttl)
+                return
         full = self._key(key)
         seconds = self._default_ttl if ttl is None else ttl_seconds(ttl, self._caps)
         data = self._encode_value(key, value)
