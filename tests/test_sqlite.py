@@ -583,7 +583,7 @@ async def test_sweep_timer_does_not_keep_a_dropped_storage_alive(tmp_path: Path)
     """The sweep holds only a weak reference to its storage."""
     storage = SQLiteStorage(tmp_path / "drop.db", sweep_interval=0.01)
     await storage.set("k", 1, ttl=100)
-    conn = storage._conn
+    conn = storage.backend._conn
     ref = weakref.ref(storage)
     del storage
     gc.collect()
@@ -635,7 +635,7 @@ async def test_use_after_close_raises_storage_closed(tmp_path: Path) -> None:
         view.get("k"),
     ]
     for call in calls:
-        with pytest.raises(StorageClosedError, match="closed"):
+        with pytest.raises(StorageClosedError, match="close"):
             await call
     with pytest.raises(StorageClosedError):
         [k async for k in storage.keys()]
@@ -658,7 +658,7 @@ async def test_value_too_large_raises_and_keeps_the_old_value(tmp_path: Path) ->
     storage = SQLiteStorage(tmp_path / "big.db")
     try:
         await storage.set("k", "small")
-        storage._conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 1000)
+        storage.backend._conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 1000)
         with pytest.raises(ValueTooLargeError, match="'k'") as info:
             await storage.set("k", "x" * 2000)
         assert isinstance(info.value.__cause__, sqlite3.Error)
@@ -724,10 +724,10 @@ async def test_raw_bytes_that_are_not_text_are_kept_as_a_blob(tmp_path: Path) ->
     """Bytes written through the hooks (the CLI copying msgpack values) round-trip exactly."""
     storage = SQLiteStorage(tmp_path / "raw.db")
     raw = b"\x81\xa1a\xff\xfe"  # msgpack-ish, not UTF-8
-    await storage._set("raw", raw, None)
-    await storage._set("text", b'{"a":1}', None)
-    assert await storage._get("raw") == raw
-    assert await storage._get_many(["raw", "text"]) == [raw, b'{"a":1}']
+    await storage.backend.set("raw", raw, None)
+    await storage.backend.set("text", b'{"a":1}', None)
+    assert await storage.backend.get("raw") == raw
+    assert await storage.backend.get_many(["raw", "text"]) == [raw, b'{"a":1}']
     assert await storage.get("text") == {"a": 1}
     await storage.close()
     with sqlite3.connect(tmp_path / "raw.db") as conn:
