@@ -25,7 +25,9 @@ def _bump(value: dict[str, Any]) -> dict[str, Any]:
 
 
 async def main(mode: str, dsn: str, table: str, args: list[str]) -> int:
-    storage = PostgresStorage(dsn, table=table, sweep_interval=None, min_size=1, max_size=2)
+    storage = PostgresStorage(
+        dsn, table=table, sweep_interval=None, min_connections=1, max_connections=2
+    )
     try:
         await storage.open()
         if mode == "write":

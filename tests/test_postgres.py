@@ -25,6 +25,7 @@ import pytest
 
 from _pg_server import *  # noqa: F403  (the server fixtures: pytest looks in the globals)
 from _pg_server import PG_PASSWORD, PostgresServer, postgres_server
+from _support import eventually
 from gramio_storage import (
     AuthenticationError,
     BackendTimeoutError,
@@ -38,8 +39,9 @@ from gramio_storage import (
     StorageClosedError,
     storage_from_url,
 )
+from gramio_storage._backend_util import upper_bound
 from gramio_storage._codecs import MSGPACK
-from gramio_storage.postgres import PostgresStorage, _successor
+from gramio_storage.postgres import PostgresStorage
 from gramio_storage.testing import StorageTests, make_state_machine
 
 CHILD = Path(__file__).with_name("_postgres_child.py")
@@ -58,13 +60,6 @@ async def raw(dsn: str) -> AsyncIterator[Any]:
         yield con
     finally:
         await con.close()
-
-
-async def wait_until(probe: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not await probe():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
 
 
 # The hypothesis machine is a unittest-style class, which takes no fixtures: hand it the DSN
@@ -250,7 +245,7 @@ async def test_the_documented_gramio_adapter_sql_shares_data_both_ways(
         assert await con.fetchval(sql["has"], "1001") == 1
         # Expiry set by Python is honoured by the GramIO side.
         await storage.set("brief", "x", ttl=0.2)
-        await wait_until(lambda: _is_none(con.fetchval(sql["get"], "brief")))
+        await eventually(lambda: _is_none(con.fetchval(sql["get"], "brief")))
         assert await con.fetchval(sql["has"], "brief") is None
         # Deletes are seen both ways.
         assert await con.fetchval(sql["delete"], "1001") is True
@@ -397,7 +392,7 @@ async def test_long_table_names_get_their_own_expiry_index(postgres_dsn: str) ->
 )
 def test_prefix_upper_bound(prefix: str, expected: str | None) -> None:
     """The key range of a prefix ends at its successor in code point order."""
-    assert _successor(prefix) == expected
+    assert upper_bound(prefix) == expected
 
 
 async def test_prefix_scans_are_exact_under_a_linguistic_database_collation(
@@ -428,7 +423,7 @@ async def test_keys_pages_survive_deletes_and_inserts_during_iteration(
     storage: PostgresStorage,
 ) -> None:
     """Keyset pagination: every surviving key once, even when the caller writes meanwhile."""
-    storage._page_size = 3  # many pages from few keys
+    storage.backend._page_size = 3  # many pages from few keys
     keys = [f"k:{i:02d}" for i in range(20)]
     await storage.set_many(dict.fromkeys(keys, 0))
     seen: list[str] = []
@@ -444,33 +439,48 @@ async def test_keys_pages_survive_deletes_and_inserts_during_iteration(
     assert seen == [k for k in keys if k not in skipped]
 
 
-async def test_a_key_too_long_for_the_index_is_an_invalid_key_error(
-    storage: PostgresStorage,
+async def test_keys_are_limited_to_what_the_index_always_holds(
+    storage: PostgresStorage, postgres_dsn: str, table: str
 ) -> None:
-    """Past the B-tree's row limit (about 2,700 bytes, after compression) keys are refused."""
-    key = base64.b64encode(os.urandom(4000)).decode()  # incompressible
-    with pytest.raises(InvalidKeyError, match="too long") as info:
-        await storage.set(key, 1)
-    assert info.value.key == key
-    assert await storage.has(key) is False
-    await storage.set(key[:2000], 1)  # shorter keys are fine
-    assert await storage.get(key[:2000]) == 1
+    """2,692 bytes (the B-tree's row limit for an incompressible key) is declared and exact.
+
+    A longer key is InvalidKeyError from the core before any I/O, also inside set_many, where
+    it writes nothing of the batch.
+    """
+    assert storage.capabilities.max_key_bytes == 2692
+    noise = base64.b64encode(os.urandom(3000)).decode()  # incompressible
+    await storage.set(noise[:2692], 1)
+    assert await storage.get(noise[:2692]) == 1
+    await storage.set("é" * 1346, 2)  # 2,692 bytes of two-byte characters
+    for key in (noise[:2693], noise, "é" * 1347):
+        with pytest.raises(InvalidKeyError, match="at most 2692 bytes") as info:
+            await storage.set(key, 1)
+        assert info.value.key == key
+        with pytest.raises(InvalidKeyError, match="at most 2692 bytes"):
+            await storage.set_many({"first": 1, key: 2, "last": 3})
+    async with raw(postgres_dsn) as con:
+        assert await con.fetchval(f'SELECT count(*) FROM "{table}"') == 2  # nothing else
 
 
 async def test_nul_in_a_key_is_an_invalid_key_error(storage: PostgresStorage) -> None:
-    """PostgreSQL TEXT cannot hold NUL (or lone surrogates): InvalidKeyError naming the key."""
+    """PostgreSQL TEXT cannot hold NUL: InvalidKeyError naming the key, also in batches.
+
+    (Lone surrogates never get this far: the core refuses them for every backend.)
+    """
     await storage.set("ok", 1)
     for bad in ("nul\x00key", "sur\ud800"):
-        with pytest.raises(InvalidKeyError, match="cannot be stored") as info:
+        with pytest.raises(InvalidKeyError) as info:
             await storage.set(bad, 1)
-        assert info.value.key == bad
-        with pytest.raises(InvalidKeyError, match="cannot be stored"):
+        assert info.value.key == bad.encode("utf-8", "backslashreplace").decode()
+        with pytest.raises(InvalidKeyError):
             await storage.set_many({"fine": 1, bad: 2})
-        with pytest.raises(InvalidKeyError, match="cannot be stored"):
+        with pytest.raises(InvalidKeyError):
             await storage.get_many(["ok", bad])
+    with pytest.raises(InvalidKeyError, match="cannot be stored"):
+        await storage.set_many({"fine": 1, "nul\x00key": 2})
     assert await storage.get_many(["ok", "fine"]) == {"ok": 1}
     assert [k async for k in storage.keys("nul\x00")] == []  # a prefix no key can have
-    assert await storage.clear("sur\ud800") == 0
+    assert await storage.clear("nul\x00") == 0
 
 
 # ---------------------------------------------------------------------- atomic operations
@@ -585,7 +595,7 @@ async def test_sweep_deletes_expired_rows(postgres_dsn: str, table: str) -> None
             async def only_live_rows_left() -> bool:
                 return await con.fetchval(f'SELECT count(*) FROM "{table}"') == 2  # type: ignore[no-any-return]
 
-            await wait_until(only_live_rows_left)
+            await eventually(only_live_rows_left)
     finally:
         await storage.close()
 
@@ -604,11 +614,12 @@ async def test_a_failing_sweep_is_logged_and_retried(
             return len([r for r in caplog.records if "sweep of" in r.getMessage()]) >= 2
 
         with caplog.at_level("WARNING", logger="gramio_storage.postgres"):
-            await wait_until(warned_twice)
+            await eventually(warned_twice)
         message = caplog.records[-1].getMessage()
         assert table in message and "does not exist" in message
         assert PG_PASSWORD not in message
-        assert storage._sweeper is not None and not storage._sweeper.done()
+        task = storage.backend._sweeper
+        assert task is not None and not task.done()
     finally:
         await storage.close()
 
@@ -617,7 +628,7 @@ async def test_sweeper_stops_on_close(postgres_dsn: str, table: str) -> None:
     """close() ends the sweep task."""
     storage = PostgresStorage(postgres_dsn, table=table, sweep_interval=0.05)
     await storage.open()
-    task = storage._sweeper
+    task = storage.backend._sweeper
     assert task is not None and not task.done()
     await storage.close()
     assert task.done()
@@ -632,7 +643,7 @@ async def test_sweeper_does_not_keep_a_dropped_storage_alive(
     try:
         storage = PostgresStorage(pool, table=table, sweep_interval=0.05)
         await storage.set("k", 1)
-        task = storage._sweeper
+        task = storage.backend._sweeper
         assert task is not None
         ref = weakref.ref(storage)
         del storage
@@ -669,7 +680,7 @@ async def test_close_closes_the_connections_it_opened(postgres_dsn: str, table: 
         postgres_dsn,
         table=table,
         sweep_interval=None,
-        min_size=3,
+        min_connections=3,
         server_settings={"application_name": app},
     )
 
@@ -683,7 +694,7 @@ async def test_close_closes_the_connections_it_opened(postgres_dsn: str, table: 
         assert opened is storage
         await storage.set("k", 1)
         assert await connections() == 3
-    await wait_until(lambda: _equals(connections(), 0))
+    await eventually(lambda: _equals(connections(), 0))
     with pytest.raises(StorageClosedError):
         await storage.set("k", 2)
     await storage.close()  # idempotent
@@ -703,13 +714,13 @@ async def _connections_named(dsn: str, app: str) -> int:
 async def test_more_concurrent_calls_than_connections_wait_their_turn(
     postgres_dsn: str, table: str
 ) -> None:
-    """max_size bounds the connections; extra concurrent calls queue and all complete."""
+    """max_connections bounds the connections; extra concurrent calls queue and all complete."""
     app = f"gramio-bound-{uuid.uuid4().hex[:6]}"
     storage = PostgresStorage(
         postgres_dsn,
         table=table,
         sweep_interval=None,
-        max_size=2,
+        max_connections=2,
         server_settings={"application_name": app},
     )
     try:
@@ -729,14 +740,14 @@ async def test_a_cancelled_write_is_cancelled_on_the_server_too(
 ) -> None:
     """Cancelling a call stuck on a lock stops its statement: no write lands later.
 
-    The connection is reused afterwards (max_size=1), not leaked or left half-done.
+    The connection is reused afterwards (max_connections=1), not leaked or left half-done.
     """
     app = f"gramio-cancel-{uuid.uuid4().hex[:6]}"
     storage = PostgresStorage(
         postgres_dsn,
         table=table,
         sweep_interval=None,
-        max_size=1,
+        max_connections=1,
         server_settings={"application_name": app},
     )
     try:
@@ -755,11 +766,11 @@ async def test_a_cancelled_write_is_cancelled_on_the_server_too(
             async with raw(postgres_dsn) as locker, locker.transaction():
                 await locker.execute(f"SELECT 1 FROM \"{table}\" WHERE key = 'k' FOR UPDATE")
                 task = asyncio.create_task(storage.set("k", "zombie"))
-                await wait_until(waiting_on_a_lock)
+                await eventually(waiting_on_a_lock)
                 task.cancel()
                 with pytest.raises(asyncio.CancelledError):
                     await task
-                await wait_until(lambda: _equals(waiting_on_a_lock(), False))
+                await eventually(lambda: _equals(waiting_on_a_lock(), False))
             # The lock is gone; a statement that survived the cancel would write now.
             assert await storage.get("k") == "before"
             assert await con.fetchval(f'SELECT count(*) FROM "{table}"') == 1
@@ -781,7 +792,8 @@ async def test_urls_with_storage_options_in_the_query(
     """Both schemes work; storage options come from the query, others go to the server."""
     app = f"gramio-test-{uuid.uuid4().hex[:6]}"
     url = postgres_dsn.replace("postgresql://", f"{scheme}://", 1)
-    url += f"?table={table}&ttl=120&min_size=1&max_size=3&sweep_interval=0&application_name={app}"
+    url += f"?table={table}&ttl=120&min_connections=1&max_connections=3&sweep_interval=none"
+    url += f"&application_name={app}"
     storage = storage_from_url(url)
     assert isinstance(storage, PostgresStorage)
     try:
@@ -807,7 +819,7 @@ def test_url_keyword_options_win_over_the_query() -> None:
         "postgres://u:pw@db.example:5433/bot?ttl=10&schema=bot&create_table=false", ttl=99
     )
     assert storage.default_ttl == 99
-    assert storage._schema == "bot" and storage._create is False
+    assert storage.schema == "bot" and storage.backend._create is False
     assert repr(storage) == (
         "PostgresStorage(server='db.example:5433', database='bot', schema='bot', "
         "table='gramio_storage', ttl=99)"
@@ -818,8 +830,9 @@ def test_url_keyword_options_win_over_the_query() -> None:
     ("query", "error"),
     [
         ("ttl=soon", ConfigurationError),
-        ("max_size=big", ConfigurationError),
-        ("max_size=0", ConfigurationError),
+        ("max_connections=big", ConfigurationError),
+        ("max_connections=0", ConfigurationError),
+        ("timeout=0", ConfigurationError),
         ("create_table=maybe", ConfigurationError),
         ("table=bad-name", ConfigurationError),
         ("sweep_interval=-5", ConfigurationError),
@@ -890,7 +903,7 @@ async def test_a_statement_timeout_is_backend_timeout_error(
 ) -> None:
     """A write stuck behind another transaction's row lock times out as BackendTimeoutError."""
     await storage.set("locked", "before")
-    impatient = PostgresStorage(postgres_dsn, table=table, command_timeout=0.3)
+    impatient = PostgresStorage(postgres_dsn, table=table, timeout=0.3)
     try:
         async with raw(postgres_dsn) as con, con.transaction():
             await con.execute(f"SELECT 1 FROM \"{table}\" WHERE key = 'locked' FOR UPDATE")
@@ -968,7 +981,7 @@ async def test_acknowledged_writes_survive_a_server_crash(tmp_path: Path) -> Non
     """
     with postgres_server() as server:
         table = "crash"
-        survivor = PostgresStorage(server.dsn, table=table, min_size=1, max_size=1)
+        survivor = PostgresStorage(server.dsn, table=table, min_connections=1, max_connections=1)
         await survivor.open()
         child = _spawn("write", server.dsn, table, "c:")
         acked, errors = await asyncio.to_thread(

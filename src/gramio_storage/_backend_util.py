@@ -7,6 +7,8 @@ weak-reference timer and the event-loop guard. Private: third-party backends may
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
 import random
 import weakref
 from collections.abc import Callable, Iterator, Sequence
@@ -20,6 +22,7 @@ __all__ = [
     "backoff_delays",
     "chunks",
     "parse_bool",
+    "positive_seconds",
     "query_options",
     "upper_bound",
     "weak_call_later",
@@ -76,6 +79,26 @@ def query_options(
                     f"Invalid {name}:// URL option {option}={raw!r}: {e}"
                 ) from None
     return options
+
+
+def positive_seconds(value: object, name: str, *, backend: str) -> float | None:
+    """A constructor's duration option (``timeout``, ``sweep_interval``...) as float seconds.
+
+    ``None`` passes through (the option is off); anything but a positive finite ``int`` or
+    ``float`` (a bool, zero, NaN, a string) raises :class:`ConfigurationError` naming ``name``.
+    """
+    if value is None:
+        return None
+    seconds = math.nan
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        with contextlib.suppress(OverflowError):  # an int beyond float range stays NaN
+            seconds = float(value)
+    if not 0 < seconds < math.inf:
+        raise ConfigurationError(
+            f"{name} must be a positive number of seconds or None, got {value!r}",
+            backend=backend,
+        )
+    return seconds
 
 
 def upper_bound(prefix: str) -> str | None:
