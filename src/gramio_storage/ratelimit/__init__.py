@@ -245,10 +245,10 @@ class RateLimiter:
         self._atomic = True  # until the backend says it cannot update() atomically
 
     def _now_ms(self) -> int:
-        now = self.clock()
-        if not isinstance(now, (int, float)) or not math.isfinite(now):
-            raise ConfigurationError(f"clock() must return finite seconds, got {now!r}")
-        return math.floor(now * 1000)
+        try:
+            return math.floor(self.clock() * 1000)
+        except (TypeError, ValueError, OverflowError) as e:  # not a number, NaN, infinite
+            raise ConfigurationError(f"clock() must return finite seconds: {e}") from None
 
     def key(self, who: Who, rule: RateLimit | None = None) -> str:
         """The storage key counting ``who`` under ``rule`` (the default rule when ``None``).
