@@ -167,16 +167,20 @@ def test_python_dash_m_reports_usage_errors_with_exit_code_2() -> None:
 
 def test_every_command_on_a_sqlite_file_as_a_subprocess(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'bot.db'}"
-    assert run_process("set", url, "user:1", '{"name": "Alice"}', "--ttl", "60").code == 0
+    started = time.monotonic()
+    assert run_process("set", url, "user:1", '{"name": "Alice"}', "--ttl", "3600").code == 0
     assert run_process("set", url, "user:2", "[1, 2]").code == 0
+
+    def ttl_ok(ttl: float) -> bool:  # whatever the machine's load: only real time elapsed
+        return 3600 - (time.monotonic() - started) - 0.01 <= ttl <= 3600
     got = run_process("get", url, "user:1")
     assert (got.code, got.out) == (0, b'{\n  "name": "Alice"\n}\n')
     assert run_process("get", url, "user:1", "--raw").out == b'{"name":"Alice"}'
     listing = run_process("ls", url, "--json")
     assert [(e["key"], e["size"]) for e in listing.json] == [("user:1", 16), ("user:2", 5)]
-    assert 58 < listing.json[0]["ttl"] <= 60 and listing.json[1]["ttl"] is None
+    assert ttl_ok(listing.json[0]["ttl"]) and listing.json[1]["ttl"] is None
     ttl = run_process("ttl", url, "user:1", "--json").json
-    assert 58 < ttl["ttl"] <= 60
+    assert ttl_ok(ttl["ttl"])
     stats = run_process("stats", url, "--json").json
     assert (stats["keys"], stats["bytes"], stats["keys_with_ttl"]) == (2, 21, 1)
     exported = run_process("export", url)
@@ -195,6 +199,7 @@ def test_every_command_on_a_sqlite_file_as_a_subprocess(tmp_path: Path) -> None:
 @pytest.mark.parametrize("kind", KINDS)
 def test_set_get_ttl_ls_stats_del(kind: str, backends: Backends, cli: Any) -> None:
     url = backends.url(kind)
+    started = time.monotonic()
     assert cli("set", url, "user:1", '{"name": "Alice", "age": 30}', "--ttl", "120").code == 0
     assert cli("set", url, "user:2", '"plain string"').code == 0
     assert cli("set", url, "counter", "7").code == 0
@@ -206,7 +211,8 @@ def test_set_get_ttl_ls_stats_del(kind: str, backends: Backends, cli: Any) -> No
     assert cli("get", url, "user:1", "--raw").out == b'{"name":"Alice","age":30}'  # compact
 
     ttl = cli("ttl", url, "user:1")
-    assert ttl.code == 0 and 118 < float(ttl.out) <= 120
+    # Cloudflare KV keeps whole seconds (up to 2 s lost); beyond that, only real time elapsed.
+    assert ttl.code == 0 and 118 - (time.monotonic() - started) < float(ttl.out) <= 120
     assert cli("ttl", url, "counter").out == b"no expiry\n"
     assert cli("ttl", url, "counter", "--json").json == {"key": "counter", "ttl": None}
 

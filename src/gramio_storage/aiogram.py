@@ -30,7 +30,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-from ._errors import DecodeError, MissingDependencyError, UnsupportedOperationError
+from ._errors import DecodeError, MissingDependencyError
 from ._protocol import TTL
 from ._storage import BaseStorage
 from ._validate import resolve_key, ttl_seconds
@@ -99,7 +99,8 @@ class AiogramStorage(_AiogramBaseStorage):
         self.state_ttl = state_ttl
         self.data_ttl = data_ttl
         self._owns_storage = False
-        self._atomic = True  # until the backend says it cannot update() atomically
+        # Declared, not probed: Cloudflare KV has no atomic operations (atomic_ops=False).
+        self._atomic = storage.capabilities.atomic_ops
         # A storage keeping references (MemoryStorage(codec=None)) returns its own objects: copy
         # them, as aiogram's MemoryStorage does, so a handler cannot mutate the store by accident.
         self._copy = bool(getattr(storage.codec, "stores_references", False))
@@ -201,12 +202,9 @@ class AiogramStorage(_AiogramBaseStorage):
             return current
 
         if self._atomic:
-            try:
-                result = await self.storage.update(name, merge, ttl=self.data_ttl)
-                return result.copy()  # type: ignore[no-any-return]
-            except UnsupportedOperationError:
-                # Cloudflare KV has no atomic update: do what aiogram does (read, then write).
-                self._atomic = False
+            result = await self.storage.update(name, merge, ttl=self.data_ttl)
+            return result.copy()  # type: ignore[no-any-return]
+        # No atomic update (Cloudflare KV): do what aiogram does (read, then write).
         result = merge(await self.storage.get(name))
         await self.storage.set(name, result, ttl=self.data_ttl)
         return result.copy()
