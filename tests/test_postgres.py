@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import asyncpg
 import pytest
@@ -577,6 +578,38 @@ async def test_set_many_with_a_key_given_twice_keeps_the_last(storage: PostgresS
     assert await storage.get_many(["a", "b"]) == {"a": 2, "b": 3}
 
 
+# ---------------------------------------------------------------------- TTL limits
+
+
+async def test_the_largest_ttl_is_stored_and_a_larger_one_refused_before_io(
+    storage: PostgresStorage, postgres_dsn: str, table: str
+) -> None:
+    """max_ttl (10**12 s) fits PostgreSQL's timestamps; 10**13 s is InvalidTTLError, not the
+    server's "interval out of range", and writes nothing, in every operation."""
+    assert storage.capabilities.max_ttl == 1e12
+    await storage.set("far", 1, ttl=10**12)
+    left = await storage.ttl("far")
+    assert left is not None and 10**12 - 60 < left <= 10**12
+    async with raw(postgres_dsn) as con:  # the premise: the server refuses 10**13 s itself
+        with pytest.raises(asyncpg.DatetimeFieldOverflowError, match="out of range"):
+            await con.fetchval("SELECT now() + 1e13 * interval '1 second'")
+    calls = [
+        lambda ttl: storage.set("k", 1, ttl=ttl),
+        lambda ttl: storage.set_many({"a": 1, "b": 2}, ttl=ttl),
+        lambda ttl: storage.add("k", 1, ttl=ttl),
+        lambda ttl: storage.incr("n", ttl=ttl),
+        lambda ttl: storage.update("u", lambda v: 1, ttl=ttl),
+    ]
+    for ttl in (10**13, 10**12 + 1, 1e300, 10**400):
+        for call in calls:
+            with pytest.raises(InvalidTTLError, match="ttl"):
+                await call(ttl)
+    with pytest.raises(InvalidTTLError):
+        PostgresStorage(postgres_dsn, table=table, ttl=10**13)
+    async with raw(postgres_dsn) as con:
+        assert [r[0] for r in await con.fetch(f'SELECT key FROM "{table}"')] == ["far"]
+
+
 # ---------------------------------------------------------------------- TTL sweep
 
 
@@ -780,6 +813,98 @@ async def test_a_cancelled_write_is_cancelled_on_the_server_too(
         await storage.close()
 
 
+# ---------------------------------------------------------------------- event loops
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_second_asyncio_run_reconnects_and_leaves_nothing_open(postgres_dsn: str) -> None:
+    """Each asyncio.run() gets fresh connections; the old loop's are closed without awaiting.
+
+    asyncpg binds connections to the loop that opened them; after that loop closed, the
+    storage drops them (sockets closed, no ResourceWarning) and its next call reconnects. The
+    sweeper follows the storage to the new loop, and close() on a third loop leaves no
+    connection and no file descriptor behind.
+    """
+    app = f"gramio-loops-{uuid.uuid4().hex[:6]}"
+    table = fresh_table()
+    storage = PostgresStorage(
+        postgres_dsn,
+        table=table,
+        sweep_interval=0.05,
+        min_connections=2,
+        server_settings={"application_name": app},
+    )
+    before = _open_fds()
+
+    async def connections() -> int:
+        return await _connections_named(postgres_dsn, app)
+
+    async def first() -> int:
+        await storage.open()
+        await storage.set("k", {"v": 1}, ttl=3600)
+        return await connections()
+
+    async def second() -> tuple[Any, float | None, int, bool]:
+        value = await storage.get("k")
+        left = await storage.ttl("k")
+        await eventually(lambda: _equals(connections(), 2))  # the first loop's two are gone
+        sweeper = storage.backend._sweeper
+        return value, left, await connections(), sweeper is not None and not sweeper.done()
+
+    async def third() -> None:
+        await storage.incr("n")
+        await storage.close()
+        await eventually(lambda: _equals(connections(), 0))
+        async with raw(postgres_dsn) as con:
+            assert await con.fetchval(f"SELECT value FROM \"{table}\" WHERE key = 'n'") == b"1"
+            await con.execute(f'DROP TABLE "{table}"')
+
+    assert asyncio.run(first()) == 2
+    value, left, count, sweeping = asyncio.run(second())
+    assert value == {"v": 1} and left is not None and 3590 < left <= 3600
+    assert count == 2 and sweeping
+    asyncio.run(third())
+    gc.collect()
+    assert _open_fds() == before
+    with pytest.raises(StorageClosedError):
+        asyncio.run(storage.get("k"))
+
+
+def test_a_pool_passed_in_is_not_taken_to_another_loop(postgres_dsn: str) -> None:
+    """The caller's asyncpg.Pool belongs to its loop: on another, a typed error, not a raw one.
+
+    Back on the pool's own loop the storage works again.
+    """
+    table = fresh_table()
+    outcome: list[BaseException] = []
+
+    async def main() -> None:
+        pool = await asyncpg.create_pool(postgres_dsn, min_size=1, max_size=2)
+        storage = PostgresStorage(pool, table=table, sweep_interval=None)
+        try:
+            await storage.set("k", 1)
+
+            def elsewhere() -> None:
+                try:
+                    asyncio.run(storage.get("k"))
+                except BaseException as e:
+                    outcome.append(e)
+
+            await asyncio.to_thread(elsewhere)
+            assert await storage.get("k") == 1
+        finally:
+            await storage.close()
+            await pool.execute(f'DROP TABLE "{table}"')
+            await pool.close()
+
+    asyncio.run(main())
+    assert len(outcome) == 1 and isinstance(outcome[0], BackendUnavailableError), outcome
+    assert "another event loop" in str(outcome[0])
+
+
 # ---------------------------------------------------------------------- URLs
 
 
@@ -845,6 +970,15 @@ def test_bad_url_options_are_typed_errors(query: str, error: type[Exception]) ->
         storage_from_url(f"postgresql://u:{PG_PASSWORD}@h/db?{query}")
     assert PG_PASSWORD not in str(info.value)
     assert query.partition("=")[0] in str(info.value)
+
+
+def test_v1_option_names_still_work_with_a_deprecation_warning() -> None:
+    """min_size, max_size and command_timeout are now min/max_connections and timeout."""
+    with pytest.warns(DeprecationWarning, match="max_size=...\\) is now max_connections"):
+        storage = PostgresStorage("postgresql://u@h/db", max_size=3)
+    assert storage.backend._max_connections == 3
+    with pytest.warns(DeprecationWarning, match=r"now (timeout|min_connections)"):
+        PostgresStorage.from_url("postgresql://u@h/db?command_timeout=2&min_size=0")
 
 
 def test_a_dsn_of_another_scheme_is_refused() -> None:
@@ -915,6 +1049,79 @@ async def test_a_statement_timeout_is_backend_timeout_error(
         assert await storage.get("locked") == "after"
     finally:
         await impatient.close()
+
+
+# ---------------------------------------------------------------------- secrets
+
+# Every character that cuts a URL short, with pieces distinctive enough to grep for.
+ODD_PASSWORD = "Kq7/Zx9?Wv3#Ty5@Pm2:Rb8"
+ODD_PIECES = ["Kq7", "Zx9", "Wv3", "Ty5", "Pm2", "Rb8"]
+
+
+def _leaks(text: str) -> list[str]:
+    return [piece for piece in ODD_PIECES if piece in text]
+
+
+@pytest.fixture
+async def odd_role(postgres_dsn: str) -> AsyncIterator[str]:
+    """A login role whose password holds / ? # @ and :; yields its name."""
+    role = f"odd_{uuid.uuid4().hex[:8]}"
+    async with raw(postgres_dsn) as con:
+        await con.execute(f"CREATE ROLE {role} LOGIN SUPERUSER PASSWORD '{ODD_PASSWORD}'")
+    yield role
+    async with raw(postgres_dsn) as con:
+        await con.execute(f"DROP ROLE {role}")
+
+
+def _dsn_for(postgres_dsn: str, user: str, password: str, database: str = "postgres") -> str:
+    host = postgres_dsn.rpartition("@")[2].partition("/")[0]
+    return f"postgresql://{user}:{password}@{host}/{database}"
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
+def test_an_unencoded_password_is_a_configuration_error_quoting_none_of_it(
+    postgres_dsn: str, scheme: str
+) -> None:
+    """/ ? # @ in a DSN password: ConfigurationError that says how to fix it, no fragment."""
+    dsn = _dsn_for(postgres_dsn, "bot", ODD_PASSWORD).replace("postgresql", scheme, 1)
+    for make in (
+        lambda: PostgresStorage(dsn),
+        lambda: PostgresStorage.from_url(dsn + "?table=t"),
+        lambda: storage_from_url(dsn + "?ttl=5&prefix=p:"),
+    ):
+        with pytest.raises(ConfigurationError, match="percent-encode") as info:
+            make()
+        assert _leaks(str(info.value)) == []
+        assert info.value.__cause__ is None and info.value.__context__ is None
+
+
+async def test_a_percent_encoded_odd_password_connects_and_never_shows(
+    postgres_dsn: str, odd_role: str, table: str
+) -> None:
+    """Encoded, the same password works; repr and every error message stay free of it."""
+    encoded = quote(ODD_PASSWORD, safe="")
+    storage = PostgresStorage(_dsn_for(postgres_dsn, odd_role, encoded), table=table)
+    try:
+        await storage.set("k", 1)
+        assert await storage.get("k") == 1
+        assert _leaks(repr(storage)) == [] and encoded not in repr(storage)
+    finally:
+        await storage.close()
+    # the same password as a keyword, and failures that quote the server's refusal
+    failing = [
+        PostgresStorage(_dsn_for(postgres_dsn, odd_role, encoded, "no_such_db")),
+        PostgresStorage(_dsn_for(postgres_dsn, odd_role, encoded + "x")),
+        PostgresStorage(
+            _dsn_for(postgres_dsn, odd_role, "", "no_such_db").replace(":@", "@"),
+            password=ODD_PASSWORD,
+        ),
+    ]
+    for broken in failing:
+        with pytest.raises((BackendUnavailableError, AuthenticationError)) as info:
+            await broken.get("k")
+        await broken.close()
+        for text in (str(info.value), repr(broken)):
+            assert _leaks(text) == [] and encoded not in text, text
 
 
 # ---------------------------------------------------------------------- processes
