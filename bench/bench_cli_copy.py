@@ -45,7 +45,7 @@ SCRIPT = Path(sys.executable).parent / "gramio-storage"
 async def fill(url: str, n: int) -> None:
     rng = random.Random(1)
     async with storage_from_url(url) as storage:
-        root = storage._root
+        backend = storage.backend  # raw bytes with a TTL each, as the CLI moves them
         plain = []
         for i in range(n):
             key = f"session:{i}"
@@ -53,11 +53,11 @@ async def fill(url: str, n: int) -> None:
                 {"step": "ask_age", "name": f"user {i}", "age": 30, "tags": ["new", "ru"]}
             )
             if i % 2:
-                await root._set(key, data, rng.uniform(3600, 7200))
+                await backend.set(key, data, rng.uniform(3600, 7200))
             else:
                 plain.append((key, data))
         for start in range(0, len(plain), 1000):
-            await root._set_many(plain[start : start + 1000], None)
+            await backend.set_many(plain[start : start + 1000], None)
 
 
 async def naive(src_url: str, dst_url: str, with_ttl: bool) -> None:
