@@ -97,7 +97,8 @@ def _machine_url(redis_url: str) -> None:
 
 def _machine_storage(db: int, prefix: str = "") -> RedisStorage:
     url = _MACHINE["url"].rsplit("/", 1)[0] + f"/{db}"
-    return RedisStorage.from_url(url, prefix=prefix)
+    storage = RedisStorage.from_url(url)
+    return storage.with_prefix(prefix) if prefix else storage
 
 
 TestRedisMachine = make_state_machine(lambda: _machine_storage(1)).TestCase
@@ -123,19 +124,24 @@ def _db_url(url: str, db: int) -> str:
 async def test_prefix_and_default_ttl_work_in_every_construction_path(
     redis_server_session: RedisServer,
 ) -> None:
-    """Client, URL, storage_from_url, keywords and unix socket all honour prefix= and ttl=."""
+    """Client, URL, storage_from_url, keywords and unix socket all honour prefixes and ttl=."""
     server = redis_server_session
     flush(server)
     client = aioredis.Redis.from_url(_db_url(server.url, 3))
     built = {
-        "client": RedisStorage(client, prefix="c:", ttl=60),
-        "url": RedisStorage.from_url(_db_url(server.url, 3), prefix="u:", ttl=60),
-        "storage_from_url": storage_from_url(_db_url(server.url, 3), prefix="s:", ttl=60),
-        "keywords": RedisStorage(host="127.0.0.1", port=server.port, db=3, prefix="k:", ttl=60),
-        "unix_url": storage_from_url(f"unix://{server.unix_path}?db=3", prefix="x:", ttl=60),
-        "unix_keyword": RedisStorage(
-            unix_socket_path=str(server.unix_path), db=3, prefix="y:", ttl=60
+        "client": RedisStorage(client, ttl=60).with_prefix("c:"),
+        "url": RedisStorage.from_url(_db_url(server.url, 3), ttl=60).with_prefix("u:"),
+        "storage_from_url": storage_from_url(_db_url(server.url, 3) + "?prefix=s:", ttl=60),
+        "keywords": RedisStorage(host="127.0.0.1", port=server.port, db=3, ttl=60).with_prefix(
+            "k:"
         ),
+        "unix_url": storage_from_url(f"unix://{server.unix_path}?db=3&prefix=x:", ttl=60),
+        "unix_keyword": RedisStorage(
+            unix_socket_path=str(server.unix_path), db=3, ttl=60
+        ).with_prefix("y:"),
+        "direct": RedisStorage.from_url(
+            _db_url(server.url, 3) + "?pipelining=false", ttl=60
+        ).with_prefix("d:"),
     }
     try:
         for name, storage in built.items():
@@ -148,7 +154,8 @@ async def test_prefix_and_default_ttl_work_in_every_construction_path(
             assert [k async for k in storage.keys()] == ["key"], name
     finally:
         for storage in built.values():
-            await storage.close()
+            await storage.close()  # a view made by with_prefix: a no-op, closed below
+            await storage.backend.close()
         await client.aclose()
 
 
@@ -186,8 +193,14 @@ async def test_rejects_bad_construction() -> None:
         RedisStorage.from_url("http://localhost:6379")
     with pytest.raises(ConfigurationError, match="unix"):
         RedisStorage.from_url("unix:///tmp/redis.sock", cluster=True)
-    with pytest.raises(ConfigurationError, match="prefix"):
-        RedisStorage(client, prefix=1)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="with_prefix"):
+        RedisStorage(client, prefix="bot:")
+    with pytest.raises(ConfigurationError, match="with_prefix"):
+        RedisStorage.from_url("redis://localhost", prefix="bot:")
+    with pytest.raises(ConfigurationError, match="Malformed"):
+        RedisStorage.from_url("redis://:pw@[::1/0")
+    with pytest.raises(ConfigurationError, match="not both"):
+        RedisStorage(timeout=1, socket_timeout=1)
     await client.aclose()
 
 
@@ -292,7 +305,8 @@ async def test_close_releases_only_what_the_storage_created(
     mine = aioredis.Redis.from_url(redis_url, client_name="gramio-mine")
     borrowed = RedisStorage(mine)
     await owned.set("a", 1)
-    await borrowed.set("b", 2)
+    await borrowed.set("b", 2)  # on the storage's own pipelined connection, with mine's options
+    await mine.ping()  # and one connection of the caller's own pool
     assert {"gramio-owned", "gramio-mine"} <= set(await _client_names(raw))
     await owned.close()
     await borrowed.close()
@@ -519,7 +533,7 @@ async def test_update_gives_up_when_every_attempt_loses_the_race(
 async def test_decode_responses_client_keeps_binary_values(redis_url: str) -> None:
     """A caller's client with decode_responses=True still gets raw bytes for msgpack values."""
     client = aioredis.Redis.from_url(_db_url(redis_url, 5), decode_responses=True)
-    storage = RedisStorage(client, codec=MSGPACK, prefix="bin:")
+    storage = RedisStorage(client, codec=MSGPACK).with_prefix("bin:")
     try:
         await storage.clear()
         value = {"blob": b"\xff\x00\xfe", "n": 1}
@@ -531,7 +545,7 @@ async def test_decode_responses_client_keeps_binary_values(redis_url: str) -> No
         assert await client.set("plain", "still decoded for the caller")
         assert await client.get("plain") == "still decoded for the caller"
     finally:
-        await storage.close()
+        await storage.backend.close()
         await client.aclose()
 
 
@@ -577,8 +591,8 @@ async def test_writes_what_a_gramio_bot_reads(
     assert stored == json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
     assert 28_000 < await raw.pttl("rl:default:7") <= 30_000
     # A bot using ioredis keyPrefix "bot:" sees a storage with prefix "bot:" key for key.
-    async with RedisStorage.from_url(redis_url, prefix="bot:") as prefixed:
-        await prefixed.set("1", [1, 2])
+    async with RedisStorage.from_url(redis_url) as root:
+        await root.with_prefix("bot:").set("1", [1, 2])
     assert await raw.get("bot:1") == b"[1,2]"
 
 
@@ -692,7 +706,9 @@ async def test_a_burst_beyond_max_connections_queues_instead_of_failing(
     redis_url: str, raw: aioredis.Redis
 ) -> None:
     """500 concurrent calls through max_connections=4 all succeed on at most 4 connections."""
-    storage = RedisStorage.from_url(redis_url, max_connections=4, client_name="gramio-burst")
+    storage = RedisStorage.from_url(
+        redis_url, max_connections=4, client_name="gramio-burst", pipelining=False
+    )
     peak = 0
 
     async def one(i: int) -> Any:
@@ -713,8 +729,9 @@ async def test_a_burst_beyond_max_connections_queues_instead_of_failing(
 
 async def test_cancelled_waiters_give_their_slot_back(redis_url: str) -> None:
     """Tasks cancelled while queued for a connection neither leak nor steal a slot."""
-    storage = RedisStorage.from_url(redis_url, max_connections=2)
-    slots = storage._slots
+    storage = RedisStorage.from_url(redis_url, max_connections=2, pipelining=False)
+    await storage.set("warm", 1)
+    slots = storage.backend._live().slots  # type: ignore[attr-defined]
     assert slots is not None and slots.free == 2
     try:
         tasks = [asyncio.create_task(storage.set(f"c:{i}", i)) for i in range(40)]

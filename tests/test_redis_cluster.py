@@ -64,7 +64,7 @@ def _machine_url(redis_cluster_url: str) -> None:
 
 
 TestRedisClusterMachine = make_state_machine(
-    lambda: RedisStorage.from_url(_MACHINE["url"], cluster=True, prefix="machine:")
+    lambda: RedisStorage.from_url(_MACHINE["url"], cluster=True).with_prefix("machine:")
 ).TestCase
 
 
@@ -73,9 +73,9 @@ async def test_cluster_from_url_flag_and_keywords(redis_cluster_session: RedisCl
     flush(redis_cluster_session)
     port = redis_cluster_session.ports[0]
     built = [
-        storage_from_url(f"redis://127.0.0.1:{port}?cluster=true", prefix="a:", ttl=60),
-        RedisStorage.from_url(f"redis://127.0.0.1:{port}", cluster=True, prefix="b:", ttl=60),
-        RedisStorage(cluster=True, host="127.0.0.1", port=port, prefix="c:", ttl=60),
+        storage_from_url(f"redis://127.0.0.1:{port}?cluster=true&prefix=a:", ttl=60),
+        RedisStorage.from_url(f"redis://127.0.0.1:{port}", cluster=True, ttl=60).with_prefix("b:"),
+        RedisStorage(cluster=True, host="127.0.0.1", port=port, ttl=60).with_prefix("c:"),
     ]
     client = aioredis.RedisCluster(host="127.0.0.1", port=port)
     try:
@@ -86,13 +86,13 @@ async def test_cluster_from_url_flag_and_keywords(redis_cluster_session: RedisCl
             await storage.set("k", {"p": storage.prefix})
             assert await client.get(storage.prefix + "k") == b'{"p":"%s"}' % storage.prefix.encode()
             assert 55_000 < await client.pttl(storage.prefix + "k") <= 60_000
-        borrowed = RedisStorage(client, prefix="a:")
-        assert await borrowed.get("k") == {"p": "a:"}
+        borrowed = RedisStorage(client)
+        assert await borrowed.with_prefix("a:").get("k") == {"p": "a:"}
         await borrowed.close()
         assert await client.get("a:k") is not None  # the caller's cluster client stays open
     finally:
         for storage in built:
-            await storage.close()
+            await storage.backend.close()
         await client.aclose()
 
 
@@ -118,7 +118,7 @@ async def test_same_slot_keys_use_one_command(storage: RedisStorage) -> None:
     """Keys sharing a {hash tag} live in one slot, so get_many/delete_many send one command."""
     keys = [f"{{chat:42}}:member:{i}" for i in range(20)]
     await storage.set_many(dict.fromkeys(keys, 1))
-    assert len(storage._by_slot(keys)) == 1
+    assert len(storage.backend._by_slot(keys)) == 1
     assert await storage.get_many(keys) == dict.fromkeys(keys, 1)
     assert await storage.delete_many(keys) == 20
 
