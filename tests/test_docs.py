@@ -37,11 +37,7 @@ from gramio_storage import BaseStorage
 ROOT = Path(__file__).resolve().parent.parent
 
 # Pages whose blocks are not run yet, each with the reason. Empty it when the page is ready.
-SKIP: dict[str, str] = {
-    # Rewritten with the v2 Backend contract by another change in progress; its blocks are
-    # checked again (and this entry removed) when that rewrite lands.
-    "docs/writing-adapters.md": "being rewritten for the v2 Backend contract",
-}
+SKIP: dict[str, str] = {}
 
 # Placeholder URL in a `needs:` block -> the fixture that gives the real one.
 SERVERS: dict[str, tuple[str, str]] = {
