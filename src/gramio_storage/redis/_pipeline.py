@@ -57,6 +57,7 @@ class _Protocol(asyncio.Protocol):
     __slots__ = (
         "answered",
         "closed",
+        "flushes",
         "loop",
         "owner",
         "queue",
@@ -86,7 +87,8 @@ class _Protocol(asyncio.Protocol):
         self.closed = False
         # Reply timeouts: [commands written so far, deadline] per write, oldest first.
         self.writes: collections.deque[list[Any]] = collections.deque()
-        self.written = 0
+        self.written = 0  # commands written (a statistic the tests read, and timeout bookkeeping)
+        self.flushes = 0  # writes made
         self.answered = 0
         self.timer: asyncio.TimerHandle | None = None
 
@@ -127,6 +129,7 @@ class _Protocol(asyncio.Protocol):
         assert self.transport is not None
         self.transport.write(data)
         self.written += count
+        self.flushes += 1
         timeout = self.timeout
         if timeout is not None:
             # Writes close together share one entry, so the list stays short under load; a
@@ -302,7 +305,14 @@ class Pipeline:
             opening = self._opening = asyncio.get_running_loop().create_task(self._open())
         # Shielded: a caller cancelled while the connection opens does not stop it for the
         # others waiting on it.
-        return await asyncio.shield(opening)
+        try:
+            return await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if opening.cancelled() and task is not None and not task.cancelling():
+                # close() stopped the connect, not a cancellation of this caller.
+                raise rx.ConnectionError("The storage was closed while connecting") from None
+            raise
 
     async def _open(self) -> _Protocol:
         connection: AbstractConnection = self._pool.make_connection()  # type: ignore[no-untyped-call]
