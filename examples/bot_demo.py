@@ -1,7 +1,8 @@
 """A Telegram bot on aiogram + gramio-storage, played offline from a script.
 
 The bot has a session counter (``/count``), a two-step registration form kept in aiogram's FSM
-(``/register``) and a profile (``/profile``), all stored through gramio-storage. The demo feeds it
+(``/register``), a profile (``/profile``) and a rate-limited ``/dice`` (3 a minute), all stored
+through gramio-storage. The demo feeds it
 scripted updates through aiogram's real Dispatcher, with a Bot whose HTTP session prints the
 replies instead of calling Telegram, so it runs anywhere without a token or a network::
 
@@ -23,6 +24,7 @@ import argparse
 import asyncio
 import datetime
 import itertools
+import math
 import os
 import tempfile
 import urllib.parse
@@ -41,6 +43,8 @@ from aiogram.types import Message, Update
 
 from gramio_storage import BaseStorage, storage_from_url
 from gramio_storage.aiogram import AiogramStorage, SessionMiddleware
+from gramio_storage.ratelimit import RateLimit, RateLimiter, RateLimitResult
+from gramio_storage.ratelimit.aiogram import RateLimitMiddleware
 from gramio_storage.session import Session
 
 DEFAULT_STORAGE = "sqlite:///" + str(Path(tempfile.gettempdir()) / "gramio-demo.db")
@@ -52,6 +56,8 @@ USER_NAME = "Alice"
 FIRST_RUN = ["/start", "/count", "/count", "/register", "Alice"]
 RESUMED = ["/start", "thirty", "30", "/count", "/profile"]
 LATER_RUNS = ["/start", "/count", "/profile"]
+BURST = ["/dice"] * 5  # every run ends with a burst, which the rate limit answers
+DICE = RateLimit(3, 60, id="dice")  # GramIO's layout: rl:dice:<user> = [ms timestamps]
 
 
 # ---------------------------------------------------------------------------------- the bot
@@ -121,11 +127,30 @@ async def profile(message: Message, session: Session[dict[str, Any]]) -> None:
     await message.answer(f"Profile: {who}. /count pressed {session.data['count']} times.")
 
 
+def dice_router(storage: BaseStorage) -> Router:
+    """``/dice``, limited by the rule in its flag; the limit lives in the storage too."""
+    dice = Router()
+
+    async def slow_down(message: Message, result: RateLimitResult) -> None:
+        await message.answer(f"Slow down: try again in {math.ceil(result.retry_after)} s.")
+
+    limiter = RateLimiter(storage, limit=DICE.limit, window=DICE.window)
+    dice.message.middleware(RateLimitMiddleware(limiter, flagged_only=True, on_limit=slow_down))
+
+    @dice.message(Command("dice"), flags={"rate_limit": DICE})
+    async def roll(message: Message, rate_limit: RateLimitResult) -> None:
+        rolled, left = 1 + message.message_id * 5 % 6, rate_limit.remaining
+        await message.answer(f"You rolled a {rolled} ({left} more this minute).")
+
+    return dice
+
+
 def build_dispatcher(storage: BaseStorage) -> Dispatcher:
-    """The whole integration: FSM, cross-process isolation and sessions on one backend."""
+    """The whole integration: FSM, cross-process isolation, sessions, rate limit on one backend."""
     fsm = AiogramStorage(storage)
     dp = Dispatcher(storage=fsm, events_isolation=fsm.create_isolation())
     dp.update.outer_middleware(SessionMiddleware(storage, initial=new_session))
+    dp.include_router(dice_router(storage))  # first: /dice is not an answer to the form
     dp.include_router(router)
     return dp
 
@@ -190,6 +215,7 @@ async def play(url: str, reset: bool) -> None:
         if reset:
             await storage.clear("session:")
             await storage.clear("fsm:")
+            await storage.clear("rl:")
         dp = build_dispatcher(storage)
         bot = Bot("1:OFFLINE-DEMO", session=TranscriptSession())
         key = StorageKey(bot_id=bot.id, chat_id=USER_ID, user_id=USER_ID)
@@ -203,9 +229,14 @@ async def play(url: str, reset: bool) -> None:
         for update_id, text in enumerate(script, start=1):
             print(f"  {USER_NAME:>6} > {text}")
             await dp.feed_update(bot, user_message(bot, update_id, text))
+        print(f"\n  a burst: {DICE.limit} rolls a minute, counted in the storage for every process")
+        for update_id, text in enumerate(BURST, start=len(script) + 1):
+            print(f"  {USER_NAME:>6} > {text}")
+            await dp.feed_update(bot, user_message(bot, update_id, text))
 
         print("\nstored, as compact JSON a GramIO bot on the same database can read:")
-        for name in sorted([k async for k in storage.keys() if k.startswith(("session:", "fsm:"))]):
+        shown = ("session:", "fsm:", "rl:")
+        for name in sorted([k async for k in storage.keys() if k.startswith(shown)]):
             print(f"  {name} = {storage.codec.encode(await storage.get(name)).decode()}")
     print("\nRun it again: it continues where it stopped. `make demo-reset` forgets it all.")
 
