@@ -1,22 +1,27 @@
 """Redis storages side by side, in one run, against one private redis-server on loopback.
 
-Contenders: gramio-storage ``RedisStorage``, raw redis-py + ``json`` (the floor every wrapper adds
-to), aiogram's ``RedisStorage`` (``set_data``/``get_data``) and py-key-value's ``RedisStore``.
-Work, on the same small session dict, cycling over 1,000 user keys:
+Contenders, on the same small session dict (``_common.SESSION``), each task on its own keys:
 
-* sequential awaited ``set``, ``get`` and read-modify-write ``update`` (only gramio-storage's
-  update is atomic: the others are a plain get-then-set, so they do less work);
-* ``get_many`` of 100 keys vs 100 sequential ``get`` calls (gramio-storage; raw ``MGET`` and
-  py-key-value's ``get_many`` for reference);
-* 64 concurrent tasks each doing set+get pairs on their own keys (pairs per second).
+* gramio-storage ``RedisStorage`` (automatic pipelining, the default) and the same storage with
+  ``pipelining=False`` (one pooled connection per command, as before);
+* raw redis-py + ``json`` (``Redis.from_url``, its default pool): the floor every wrapper adds to;
+* aiogram's ``RedisStorage`` (``set_data``/``get_data``);
+* valkey-glide + ``json`` (Rust core, one multiplexed connection), if installed.
 
-Contenders take turns within each round (the first slot rotates) and each figure is the best
-round, the one least disturbed by other work on the machine. Every figure is reported twice:
-per wall-clock second, and per second of this process's CPU, which stays meaningful on a busy
-machine (it measures the client-side cost and leaves out the server's). The script starts its
-own redis-server (Debian's ``redis-server`` package) on a free port and stops it at the end.
+Measured:
 
-Run: ``.venv/bin/python bench/bench_redis.py [--n 2000] [--rounds 5]``.
+1. set+get pairs per second with 1, 10 and 100 concurrent tasks;
+2. sequential ``set``, ``get`` and ``update`` (latency: one task, awaited one by one);
+3. aiogram's ``Dispatcher.feed_update`` with 100 updates in flight at once, FSM on our Redis
+   storage (``AiogramStorage(RedisStorage)``) vs aiogram's own ``RedisStorage`` (the bot of
+   ``bench/bench_bot.py``: read the state, merge a field into the data, move the state, reply);
+4. ``get_many(100)`` against 100 sequential ``get`` calls.
+
+Rounds are interleaved (every contender runs every measurement once per round, the first slot
+rotating), so a noisy moment on a shared machine hits all of them. Reported: the best round of
+each, and the median over rounds of the per-round ratio (steadier when the machine is noisy).
+
+Run: ``.venv/bin/python bench/bench_redis.py [--rounds 5] [--pairs 4000]``.
 """
 
 from __future__ import annotations
@@ -25,32 +30,25 @@ import argparse
 import asyncio
 import json
 import platform
+import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import redis
 import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from _common import (
-    KEYS,
-    SESSION,
-    USERS,
-    Op,
-    aiogram_ops,
-    bump,
-    py_key_value_ops,
-    storage_ops,
-)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import KEYS, SESSION, USERS, Op, aiogram_ops, bump, storage_ops
 from _redis_server import redis_server  # the tests' helper that runs redis-server
 from gramio_storage.redis import RedisStorage
 
-CONCURRENCY = 64
+LEVELS = (1, 10, 100)
 BATCH = 100
+MINE = "gramio-storage RedisStorage"
 
 
 class Contender:
@@ -60,20 +58,21 @@ class Contender:
         set_: Op,
         get: Op,
         update: Op,
+        close: Callable[[], Awaitable[Any]],
         get_many: Op | None = None,
-        close: Callable[[], Awaitable[Any]] | None = None,
     ) -> None:
         self.name, self.set, self.get, self.update = name, set_, get, update
-        self.get_many, self.close = get_many, close
+        self.close, self.get_many = close, get_many
 
 
-def gramio(url: str) -> Contender:
-    storage = RedisStorage.from_url(url)
+def gramio(url: str, *, pipelining: bool = True) -> Contender:
+    storage = RedisStorage.from_url(url, pipelining=pipelining)
+    name = MINE if pipelining else MINE + " (pipelining=False)"
 
     async def get_many(i: int) -> Any:
         return await storage.get_many(KEYS[:BATCH])
 
-    return Contender("gramio-storage RedisStorage", *storage_ops(storage), get_many, storage.close)
+    return Contender(name, *storage_ops(storage), storage.close, get_many)
 
 
 def raw_redis(url: str) -> Contender:
@@ -94,136 +93,229 @@ def raw_redis(url: str) -> Contender:
         await client.set(key, json.dumps(value))
         return value
 
-    async def get_many(i: int) -> Any:
-        return [None if d is None else json.loads(d) for d in await client.mget(keys[:BATCH])]
-
-    return Contender("raw redis-py + json", set_, get, update, get_many, client.aclose)
+    return Contender("raw redis-py + json", set_, get, update, client.aclose)
 
 
 def aiogram(url: str) -> Contender:
     from aiogram.fsm.storage.redis import RedisStorage as AiogramRedis
 
     storage = AiogramRedis(aioredis.Redis.from_url(url))
-    name = "aiogram RedisStorage (set_data/get_data)"
-    return Contender(name, *aiogram_ops(storage), None, storage.close)
+    return Contender("aiogram RedisStorage", *aiogram_ops(storage), storage.close)
 
 
-def py_key_value(url: str) -> Contender:
-    from key_value.aio.stores.redis import RedisStore
+async def glide(port: int) -> Contender | None:
+    try:
+        from glide import GlideClient, GlideClientConfiguration, NodeAddress
+    except ImportError:
+        return None
+    config = GlideClientConfiguration([NodeAddress("127.0.0.1", port)], request_timeout=5000)
+    client = await GlideClient.create(config)
+    keys = [f"glide:{i}" for i in range(USERS)]
 
-    client = aioredis.Redis.from_url(url)
-    store = RedisStore(client=client)
+    async def set_(i: int) -> None:
+        await client.set(keys[i % USERS], json.dumps(SESSION))
 
-    async def get_many(i: int) -> Any:
-        return await store.get_many(KEYS[:BATCH], collection="sessions")
+    async def get(i: int) -> Any:
+        data = await client.get(keys[i % USERS])
+        return None if data is None else json.loads(data)
 
-    return Contender("py-key-value RedisStore", *py_key_value_ops(store), get_many, client.aclose)
+    async def update(i: int) -> Any:  # not atomic: a plain get-then-set
+        key = keys[i % USERS]
+        data = await client.get(key)
+        value = bump(json.loads(data) if data is not None else dict(SESSION))
+        await client.set(key, json.dumps(value))
+        return value
+
+    return Contender("valkey-glide + json", set_, get, update, client.close)
 
 
-async def timed(op: Op, n: int) -> tuple[float, float]:
-    """Wall-clock and client-CPU seconds for n sequential awaited calls."""
-    cpu, wall = time.process_time(), time.perf_counter()
-    for i in range(n):
-        await op(i)
-    return time.perf_counter() - wall, time.process_time() - cpu
-
-
-async def concurrent_pairs(c: Contender, n: int) -> tuple[int, float, float]:
-    """CONCURRENCY tasks share about n set+get pairs: (pairs, wall seconds, CPU seconds)."""
-    per_task = max(1, n // CONCURRENCY)
+async def pairs_per_second(c: Contender, tasks: int, pairs: int) -> float:
+    """``tasks`` concurrent tasks share about ``pairs`` set+get pairs, each on its own keys."""
+    per_task = max(1, pairs // tasks)
+    stride = USERS // tasks
 
     async def task(t: int) -> None:
-        base = t * per_task
-        for i in range(base, base + per_task):
-            await c.set(i)
-            await c.get(i)
+        base = t * stride
+        for i in range(per_task):
+            k = base + i % stride
+            await c.set(k)
+            await c.get(k)
 
-    cpu, wall = time.process_time(), time.perf_counter()
-    await asyncio.gather(*(task(t) for t in range(CONCURRENCY)))
-    return per_task * CONCURRENCY, time.perf_counter() - wall, time.process_time() - cpu
+    start = time.perf_counter()
+    await asyncio.gather(*(task(t) for t in range(tasks)))
+    return per_task * tasks / (time.perf_counter() - start)
+
+
+async def sequential(op: Op, n: int) -> float:
+    start = time.perf_counter()
+    for i in range(n):
+        await op(i)
+    return n / (time.perf_counter() - start)
+
+
+# ---------------------------------------------------------------------------------- aiogram
+
+
+def dispatchers(url: str) -> list[tuple[str, Any, Any, Callable[[], Awaitable[Any]]]]:
+    """(name, dispatcher, bot, close) for our FSM storage on Redis and aiogram's own."""
+    from aiogram import Dispatcher
+    from aiogram.fsm.storage.redis import RedisStorage as AiogramRedis
+
+    from bench_bot import make_bot, make_router
+    from gramio_storage.aiogram import AiogramStorage
+
+    out = []
+    ours = RedisStorage.from_url(url)
+    theirs = AiogramRedis(aioredis.Redis.from_url(url))
+    for name, fsm, close in (
+        ("AiogramStorage(gramio-storage RedisStorage)", AiogramStorage(ours), ours.close),
+        ("aiogram RedisStorage", theirs, theirs.close),
+    ):
+        dp = Dispatcher(storage=fsm)
+        dp.include_router(make_router(False))
+        bot, _ = make_bot()
+        out.append((name, dp, bot, close))
+    return out
+
+
+async def feed(dp: Any, bot: Any, updates: list[Any], in_flight: int) -> float:
+    """Updates per second with ``in_flight`` updates handled at once."""
+    queue = iter(updates)
+
+    async def worker() -> None:
+        for update in queue:
+            await dp.feed_update(bot, update)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(in_flight)))
+    return len(updates) / (time.perf_counter() - start)
+
+
+# ---------------------------------------------------------------------------------- main
+
+
+def median_ratio(rounds: list[dict[str, float]], a: str, b: str) -> float:
+    return statistics.median(r[a] / r[b] for r in rounds if a in r and b in r)
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=2000, help="sequential operations per round")
-    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--pairs", type=int, default=4000, help="set+get pairs per measurement")
+    parser.add_argument("--updates", type=int, default=3000, help="updates per dispatcher run")
     args = parser.parse_args()
-    n, rounds = args.n, args.rounds
 
     with redis_server() as server:
-        contenders = [gramio(server.url), raw_redis(server.url), aiogram(server.url),
-                      py_key_value(server.url)]  # fmt: skip
-        mine_name = contenders[0].name
-        # Two views of the same runs: operations per wall-clock second (what a bot sees, but
-        # at the mercy of whatever else the machine runs) and per second of this process's
-        # CPU (the client-side cost, steady under load; it leaves out the server's work).
-        wall: dict[str, dict[str, float]] = {c.name: {} for c in contenders}
-        cpu: dict[str, dict[str, float]] = {c.name: {} for c in contenders}
-
-        def keep(name: str, metric: str, ops: int, seconds: tuple[float, float]) -> None:
-            for table, spent in ((wall, seconds[0]), (cpu, seconds[1])):
-                rate = ops / max(spent, 1e-9)
-                table[name][metric] = max(table[name].get(metric, 0.0), rate)
-
-        async def hundred_gets(_: int) -> None:
-            for i in range(BATCH):
-                await contenders[0].get(i)
-
+        contenders = [gramio(server.url), gramio(server.url, pipelining=False),
+                      raw_redis(server.url), aiogram(server.url)]  # fmt: skip
+        glide_contender = await glide(server.port)
+        if glide_contender is not None:
+            contenders.append(glide_contender)
+        names = [c.name for c in contenders]
         for c in contenders:  # warm up: connections, scripts, first-use caches
             for i in range(USERS):
                 await c.set(i)
             await c.update(0)
-        batches = max(1, n // BATCH)
-        for r in range(rounds):
-            # Rotate who goes first, so a noisy moment does not always hit the same contender.
-            for c in contenders[r % 4 :] + contenders[: r % 4]:
-                keep(c.name, "set", n, await timed(c.set, n))
-                keep(c.name, "get", n, await timed(c.get, n))
-                keep(c.name, "update", n, await timed(c.update, n))
-                pairs, *seconds = await concurrent_pairs(c, n)
-                keep(c.name, "64 tasks set+get", pairs, (seconds[0], seconds[1]))
-                if c.get_many is not None:  # batches of 100 keys
-                    keep(c.name, "get_many(100)", batches * 5, await timed(c.get_many, batches * 5))
-            keep(mine_name, "100 gets", batches, await timed(hundred_gets, batches))
+            await pairs_per_second(c, 100, 500)
+
+        from bench_bot import make_updates
+
+        bots = dispatchers(server.url)
+        updates = make_updates(bots[0][2], args.updates)
+        for _, dp, bot, _ in bots:
+            await feed(dp, bot, updates[:500], 100)
+
+        # per round: metric -> contender -> value
+        rounds: list[dict[str, dict[str, float]]] = []
+        for r in range(args.rounds):
+            row: dict[str, dict[str, float]] = {}
+            order = contenders[r % len(contenders) :] + contenders[: r % len(contenders)]
+            for level in LEVELS:
+                metric = f"{level} tasks"
+                for c in order:
+                    pairs = args.pairs // 2 if level == 1 else args.pairs
+                    row.setdefault(metric, {})[c.name] = await pairs_per_second(c, level, pairs)
+            for c in order:
+                for op in ("set", "get", "update"):
+                    rate = await sequential(getattr(c, op), args.pairs // 4)
+                    row.setdefault(op, {})[c.name] = rate
+            mine = contenders[0]
+            assert mine.get_many is not None
+            row.setdefault("get_many(100)", {})[MINE] = await sequential(mine.get_many, 200)
+
+            async def hundred_gets(_: int, mine: Contender = mine) -> None:
+                for i in range(BATCH):
+                    await mine.get(i)
+
+            row.setdefault("100 gets", {})[MINE] = await sequential(hundred_gets, 20)
+            for name, dp, bot, _ in bots if r % 2 == 0 else bots[::-1]:
+                row.setdefault("dispatcher, 100 in flight", {})[name] = await feed(
+                    dp, bot, updates, 100
+                )
+            rounds.append(row)
+            print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
+
         for c in contenders:
-            for table in (wall, cpu):
-                row = table[c.name]
-                row["set+get"] = 1 / (1 / row["set"] + 1 / row["get"])
-            if c.close is not None:
-                await c.close()
+            await c.close()
+        for *_, close in bots:
+            await close()
         info = aioredis.Redis.from_url(server.url)
         redis_version = (await info.info("server"))["redis_version"]
         await info.aclose()
 
-    print(f"Python {platform.python_version()}, redis-py {redis.__version__}, msgspec "
-          f"{msgspec.__version__}, redis-server {redis_version}, {platform.machine()}")  # fmt: skip
-    print(f"value: {len(msgspec.json.encode(SESSION))}-byte JSON session dict, {USERS} keys, "
-          f"best of {rounds} rounds of {n} ops, loopback TCP")  # fmt: skip
-    cols = ["set", "get", "update", "set+get", "64 tasks set+get"]
-    for title, table in (("per wall-clock second", wall), ("per second of client CPU", cpu)):
-        print(f"\n{'operations ' + title:42} " + " ".join(f"{c:>17}" for c in cols))
-        for name, row in table.items():
-            print(f"{name:42} " + " ".join(f"{row[c]:>17,.0f}" for c in cols))
-        print("ratios (gramio-storage / peer, higher is better):")
-        mine = table[mine_name]
-        for peer in contenders[1:]:
-            p = table[peer.name]
-            print(f"  vs {peer.name:40} " + "  ".join(f"{c} {mine[c] / p[c]:4.2f}x" for c in cols))
+    glide_version = "not installed"
+    if glide_contender is not None:
+        from importlib.metadata import version
 
-    mine = wall[mine_name]
-    print(f"\nbatches of {BATCH} keys per wall-clock second:")
-    for name, row in wall.items():
-        if "get_many(100)" in row:
-            print(f"  {name:42} get_many(100) {row['get_many(100)']:>8,.0f}/s")
-    print(f"  {mine_name:42} 100 x get     {mine['100 gets']:>8,.0f}/s")
-    print(f"  get_many(100) is {mine['get_many(100)'] / mine['100 gets']:.1f}x faster than "
-          f"100 sequential gets (target >= 20x)")  # fmt: skip
-    raw_name, pkv_name = contenders[1].name, contenders[3].name
-    print("\ntargets, set+get:")
-    for title, table in (("wall clock", wall), ("client CPU", cpu)):
-        m = table[mine_name]["set+get"]
-        print(f"  {title}: {m / table[raw_name]['set+get']:.2f}x raw redis-py+json (>= 1.0x), "
-              f"{m / table[pkv_name]['set+get']:.2f}x py-key-value (>= 1.2x)")  # fmt: skip
+        glide_version = version("valkey-glide")
+    print(f"Python {platform.python_version()}, redis-py {redis.__version__}, valkey-glide "
+          f"{glide_version}, redis-server {redis_version}, {platform.machine()}")  # fmt: skip
+    print(f"best of {args.rounds} interleaved rounds; {args.pairs} set+get pairs per measurement")
+
+    def best(metric: str, name: str) -> float:
+        return max(r[metric][name] for r in rounds if name in r.get(metric, {}))
+
+    def by(metric: str) -> list[dict[str, float]]:
+        return [r[metric] for r in rounds if metric in r]
+
+    print("\nset+get pairs per second (best round)")
+    print(f"{'contender':48} " + " ".join(f"{f'{n} tasks':>10}" for n in LEVELS))
+    for name in names:
+        print(f"{name:48} " + " ".join(f"{best(f'{n} tasks', name):>10,.0f}" for n in LEVELS))
+    print("\nratios, gramio-storage / peer (median of per-round ratios; best/best in brackets)")
+    for peer in names[1:]:
+        cells = []
+        for n in LEVELS:
+            metric = f"{n} tasks"
+            med = median_ratio(by(metric), MINE, peer)
+            cells.append(f"{n}: {med:5.2f}x ({best(metric, MINE) / best(metric, peer):.2f}x)")
+        print(f"  vs {peer:46} " + "   ".join(cells))
+
+    print("\nsequential operations per second (best round)")
+    print(f"{'contender':48} " + " ".join(f"{op:>10}" for op in ("set", "get", "update")))
+    for name in names:
+        cells = " ".join(f"{best(op, name):>10,.0f}" for op in ("set", "get", "update"))
+        print(f"{name:48} {cells}")
+
+    print("\naiogram Dispatcher.feed_update, 100 updates in flight (updates/s, best round)")
+    bot_names = [name for name, *_ in bots]
+    for name in bot_names:
+        print(f"  {name:48} {best('dispatcher, 100 in flight', name):>10,.0f}")
+    med = median_ratio(by("dispatcher, 100 in flight"), bot_names[0], bot_names[1])
+    print(f"  ratio: {med:.2f}x (median of rounds; target >= 3x)")
+
+    gm, hg = best("get_many(100)", MINE), best("100 gets", MINE)
+    print(f"\nget_many(100): {gm:,.0f}/s; 100 sequential gets: {hg:,.0f}/s; {gm / hg:.1f}x")
+
+    print("\ntargets (median of per-round ratios):")
+    raw, glide_name = "raw redis-py + json", "valkey-glide + json"
+    checks = [(100, raw, 5.0), (10, raw, 2.5), (1, raw, 1.0)]
+    if glide_contender is not None:
+        checks.insert(1, (100, glide_name, 1.3))
+    for n, peer, target in checks:
+        med = median_ratio(by(f"{n} tasks"), MINE, peer)
+        verdict = "met" if med >= target else "MISSED"
+        print(f"  {n:>3} tasks vs {peer:22} {med:5.2f}x (target >= {target}x) {verdict}")
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ class _Protocol(asyncio.Protocol):
     """One connection: futures waiting for replies, in the order their commands were written."""
 
     __slots__ = (
+        "alone",
         "answered",
         "closed",
         "flushes",
@@ -84,6 +85,7 @@ class _Protocol(asyncio.Protocol):
         self.waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
         self.queue: list[bytes] = []  # packed commands not written yet
         self.scheduled = False
+        self.alone = True  # the last batch written held one command
         self.closed = False
         # Reply timeouts: [commands written so far, deadline] per write, oldest first.
         self.writes: collections.deque[list[Any]] = collections.deque()
@@ -98,8 +100,10 @@ class _Protocol(asyncio.Protocol):
         """Queue one packed command; return the future of its reply."""
         future = self.loop.create_future()
         self.waiting.append(future)
-        if len(self.waiting) == 1 and not self.queue:
-            self._write(packed, 1)  # nothing in flight: no reason to wait for company
+        if self.alone and len(self.waiting) == 1 and not self.queue:
+            # Nothing in flight, and the last batch was a single command: a sequential
+            # caller, who should not wait an event-loop iteration for company.
+            self._write(packed, 1)
         else:
             self.queue.append(packed)
             if not self.scheduled:
@@ -123,6 +127,9 @@ class _Protocol(asyncio.Protocol):
         queue = self.queue
         if queue and not self.closed:
             self.queue = []
+            # Under concurrency every batch waits for the end of the iteration (one write per
+            # wave of callers, not two); a batch of one means the callers went sequential.
+            self.alone = len(queue) == 1
             self._write(b"".join(queue) if len(queue) > 1 else queue[0], len(queue))
 
     def _write(self, data: bytes, count: int) -> None:
