@@ -27,7 +27,15 @@ from telebot import TeleBot
 from telebot import types as tb
 from telebot.async_telebot import AsyncTeleBot
 from telegram import Update as PTBUpdate
-from telegram.ext import Application, CommandHandler, ContextTypes
+from telegram.ext import (
+    Application,
+    ApplicationHandlerStop,
+    CommandHandler,
+    ContextTypes,
+    MessageHandler,
+    TypeHandler,
+    filters,
+)
 
 from _bot_backends import *  # noqa: F403  (the `backend` fixture and the server fixtures)
 from _bot_backends import BotBackend
@@ -539,6 +547,37 @@ async def test_the_ptb_wrapper_limits_one_handler_and_answers_the_refusal() -> N
     with pytest.raises(ConfigurationError):
         rate_limited(limiter)("not a callback")  # type: ignore[arg-type]
     assert effective_sender(SimpleNamespace(effective_user=None, effective_chat=None)) is None  # type: ignore[arg-type]
+
+
+async def test_the_ptb_wrapper_in_group_minus_one_limits_every_update() -> None:
+    """The documented global limit: a no-op TypeHandler whose on_limit stops the update."""
+    limiter = RateLimiter(MemoryStorage(), limit=2, window=60, clock=FakeClock())
+    request = RecordingRequest()
+    app = (
+        Application.builder()
+        .token("123:abc")
+        .request(request)
+        .get_updates_request(RecordingRequest())
+        .build()
+    )
+
+    async def stop(update: PTBUpdate, context: Any, result: RateLimitResult) -> None:
+        raise ApplicationHandlerStop
+
+    async def noop(update: PTBUpdate, context: Any) -> None:
+        return None
+
+    async def echo(update: PTBUpdate, context: ContextTypes.DEFAULT_TYPE) -> None:
+        assert update.effective_message is not None and update.effective_message.text
+        await update.effective_message.reply_text(update.effective_message.text)
+
+    app.add_handler(TypeHandler(PTBUpdate, rate_limited(limiter, on_limit=stop)(noop)), group=-1)
+    app.add_handler(MessageHandler(filters.TEXT, echo))
+    async with app:
+        for text in ("a", "b", "c", "d"):
+            await app.process_update(message(app, 1, text))
+        await app.process_update(message(app, 2, "e"))
+    assert request.texts() == ["a", "b", "e"]
 
 
 # ------------------------------------------------------------------ telebot
