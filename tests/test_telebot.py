@@ -609,8 +609,13 @@ async def test_from_url_owns_its_backend_and_a_passed_one_stays_open(tmp_path: P
     await passed.close()
 
 
+def _loop_threads() -> int:
+    return sum(t.name.startswith("gramio-storage-loop") for t in threading.enumerate())
+
+
 def test_bad_arguments_are_typed_errors() -> None:
     storage = MemoryStorage()
+    before = _loop_threads()
     for kwargs in ({"prefix": ""}, {"separator": ""}, {"prefix": 1}):
         with pytest.raises(ConfigurationError):
             AsyncTeleBotStorage(storage, **kwargs)
@@ -630,7 +635,7 @@ def test_bad_arguments_are_typed_errors() -> None:
             TeleBotStorage(storage, loop=plain_loop)  # type: ignore[arg-type]
     finally:
         plain_loop.close()
-    assert threading.active_count() < 50  # the failed constructions started no loop threads
+    assert _loop_threads() == before  # the failed constructions started no loop thread
 
 
 # ------------------------------------------------------------------ TeleBot (synchronous)
@@ -762,13 +767,14 @@ def test_sync_calls_from_many_threads_and_from_a_thread_running_its_own_loop() -
             return states.get_data(0, 0)  # a sync call while this thread's loop runs
 
         looped: list[Any] = []
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=30)
+        states.set_state(0, 0, Form.name)
+        for i in range(20):
+            states.set_data(0, 0, f"f{i}", i)
         loop_thread = threading.Thread(target=lambda: looped.append(asyncio.run(inside_a_loop())))
-        loop_thread.start()
-        loop_thread.join(timeout=30)
+        for t in [*threads, loop_thread]:  # all at once
+            t.start()
+        for t in [*threads, loop_thread]:
+            t.join(timeout=30)
         assert not any(t.is_alive() for t in [*threads, loop_thread])
         assert results == [{f"f{i}": i for i in range(20)}] * 8
         assert looped == [{f"f{i}": i for i in range(20)}]
