@@ -203,7 +203,13 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--pairs", type=int, default=4000, help="set+get pairs per measurement")
     parser.add_argument("--updates", type=int, default=3000, help="updates per dispatcher run")
+    parser.add_argument(
+        "--cluster", action="store_true", help="only: set+get on a 3-master cluster (no pipelining)"
+    )
     args = parser.parse_args()
+    if args.cluster:
+        await cluster(args.rounds, args.pairs)
+        return
 
     with redis_server() as server:
         contenders = [gramio(server.url), gramio(server.url, pipelining=False),
@@ -316,6 +322,36 @@ async def main() -> None:
         med = median_ratio(by(f"{n} tasks"), MINE, peer)
         verdict = "met" if med >= target else "MISSED"
         print(f"  {n:>3} tasks vs {peer:22} {med:5.2f}x (target >= {target}x) {verdict}")
+
+
+async def cluster(rounds: int, pairs: int) -> None:
+    """set+get pairs/s on a 3-master cluster (redis-py's cluster client) and on one server."""
+    from _redis_server import redis_cluster
+
+    with redis_cluster() as nodes, redis_server() as server:
+        contenders = [
+            gramio(server.url),
+            Contender(
+                MINE + " on a 3-master cluster",
+                *storage_ops(s := RedisStorage.from_url(nodes.url, cluster=True)),
+                s.close,
+            ),
+            gramio(server.url, pipelining=False),
+        ]
+        for c in contenders:
+            await pairs_per_second(c, 100, 500)
+        table: dict[str, dict[int, list[float]]] = {c.name: {} for c in contenders}
+        for r in range(rounds):
+            for level in LEVELS:
+                for c in contenders[r % 3 :] + contenders[: r % 3]:
+                    rate = await pairs_per_second(c, level, pairs // 2 if level == 1 else pairs)
+                    table[c.name].setdefault(level, []).append(rate)
+        for c in contenders:
+            await c.close()
+    print(f"set+get pairs per second, best of {rounds} interleaved rounds")
+    print(f"{'contender':56} " + " ".join(f"{f'{n} tasks':>10}" for n in LEVELS))
+    for name, row in table.items():
+        print(f"{name:56} " + " ".join(f"{max(row[n]):>10,.0f}" for n in LEVELS))
 
 
 if __name__ == "__main__":

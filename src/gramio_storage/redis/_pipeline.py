@@ -47,6 +47,7 @@ __all__ = ["Pipeline"]
 _PACK = hiredis.pack_command
 _INCOMPLETE: Any = object()  # what hiredis returns while a reply is not complete yet
 _SLACK = 0.05  # writes within 5 % of the timeout share one deadline entry
+_BACKGROUND: set[asyncio.Task[None]] = set()
 _POOLS = (ConnectionPool, BlockingConnectionPool)
 _CONNECTIONS = (Connection, SSLConnection, UnixDomainSocketConnection)
 
@@ -227,7 +228,9 @@ class _Protocol(asyncio.Protocol):
             self.transport.abort()
         if release:
             with contextlib.suppress(RuntimeError):  # the loop is closing
-                self.loop.create_task(self.release())
+                task = self.loop.create_task(self.release())
+                _BACKGROUND.add(task)  # the loop holds tasks weakly: keep it until done
+                task.add_done_callback(_BACKGROUND.discard)
 
     async def release(self) -> None:
         """Let redis-py's Connection forget the socket it opened (no ResourceWarning)."""
