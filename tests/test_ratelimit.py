@@ -178,6 +178,22 @@ async def test_a_value_that_is_not_an_array_of_numbers_is_started_over() -> None
     assert await storage.get("rl:default:2") == [clock.ms - 1000, clock.ms]
 
 
+async def test_a_refused_request_writes_nothing(backend: BotBackend) -> None:
+    """The stored array is left exactly as it was (its expired stamp is not even pruned)."""
+    clock = FakeClock()
+    storage = await backend.open()
+    limiter = RateLimiter(storage, limit=3, window=60, clock=clock)
+    stored = [clock.ms - 90_000, clock.ms - 3, clock.ms - 2, clock.ms - 1]  # as GramIO left it
+    await storage.set("rl:default:8", stored)
+    refused = await limiter.hit(8)
+    assert not refused and refused.count == 3
+    assert await storage.get("rl:default:8") == stored
+    assert await storage.ttl("rl:default:8") is None  # not rewritten with the limiter's TTL
+    clock.advance(60)
+    assert (await limiter.hit(8)).allowed
+    assert await storage.get("rl:default:8") == [clock.ms]
+
+
 async def test_peek_does_not_count_and_reset_forgets(backend: BotBackend) -> None:
     clock = FakeClock()
     limiter = RateLimiter(await backend.open(), limit=2, window=60, clock=clock)

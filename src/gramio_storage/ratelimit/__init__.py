@@ -16,9 +16,9 @@ Two modes:
 
 * ``"sliding"`` (the default, GramIO's algorithm): the key ``rl:<id>:<user>`` holds a JSON array
   of the millisecond timestamps of the requests admitted in the last ``window`` seconds. A
-  request is admitted when fewer than ``limit`` remain; a refused one is not recorded. The
-  layout is GramIO's, so a Python bot and a GramIO bot on one storage share their limits.
-  Unlike GramIO's read-then-write, each check is one atomic
+  request is admitted when fewer than ``limit`` remain; a refused one is not recorded (and
+  costs no write). The layout is GramIO's, so a Python bot and a GramIO bot on one storage
+  share their limits. Unlike GramIO's read-then-write, each check is one atomic
   :meth:`~gramio_storage.BaseStorage.update`: no request slips through when processes race
   (SQLite, PostgreSQL, Redis; memory within one process).
 * ``"fixed"``: one :meth:`~gramio_storage.BaseStorage.incr` per request on
@@ -33,6 +33,7 @@ and ``.telebot`` (pyTelegramBotAPI middlewares).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -60,6 +61,10 @@ Who = int | str
 """Whose requests are counted: a user id (or a chat id, or any non-empty string)."""
 
 _MODES = ("sliding", "fixed")
+
+
+class _Refused(Exception):
+    """Raised inside ``update()`` to refuse without writing (``update`` then writes nothing)."""
 
 
 def _window_seconds(window: object) -> float:
@@ -287,12 +292,14 @@ class RateLimiter:
         def admit(value: Any) -> list[Any]:
             stamps = _timestamps(value, now, window_ms)
             allowed = len(stamps) < limit
-            if allowed:
-                stamps.append(now)
             outcome[:] = (allowed, stamps)  # Redis may call this again: the last call counts
+            if not allowed:
+                raise _Refused  # leaves the value as it is: a refusal writes nothing
+            stamps.append(now)
             return stamps
 
-        await self._update(key, admit, rule)
+        with contextlib.suppress(_Refused):
+            await self._update(key, admit, rule)
         allowed, stamps = outcome
         return RateLimitResult(
             allowed, len(stamps), limit, _sliding_retry(stamps, allowed, rule, now), key
