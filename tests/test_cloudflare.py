@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import time
+import traceback
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 from urllib.parse import quote
@@ -36,7 +38,14 @@ from gramio_storage import (
     ValueTooLargeError,
     storage_from_url,
 )
-from gramio_storage.cloudflare import CloudflareKVStorage, _rest
+from gramio_storage.cloudflare import (
+    BindingClient,
+    CloudflareKVBackend,
+    CloudflareKVStorage,
+    RestClient,
+    _rest,
+    cloudflare_storage,
+)
 from gramio_storage.testing import StorageTests, make_state_machine
 
 __all__ = ["cloudflare_kv"]  # the session fixture, re-exported for pytest
@@ -885,3 +894,144 @@ def test_env_token_is_not_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
     assert storage.client is not None
     assert storage.client.headers["authorization"] == f"Bearer {TOKEN}"
     assert os.environ["CLOUDFLARE_API_TOKEN"] == TOKEN
+
+
+# ---------------------------------------------------------------------- v2: one class, two clients
+
+
+def test_binding_variant_properties_are_typed_not_attribute_errors() -> None:
+    """On a binding, the REST-only properties are None (never AttributeError); REST has them."""
+    binding = KVBindingDouble()
+    storage = cloudflare_storage(binding)  # GramIO's cloudflareStorage(env.KV)
+    assert type(storage) is CloudflareKVStorage
+    assert storage.mode == "binding" and storage.binding is binding
+    assert storage.account_id is None
+    assert storage.namespace_id is None
+    assert storage.base_url is None
+    assert storage.client is None
+    assert isinstance(storage.backend, CloudflareKVBackend)
+    assert isinstance(storage.backend.client, BindingClient)
+    assert (
+        storage.capabilities
+        == CloudflareKVStorage(ACCOUNT, NAMESPACE, api_token=TOKEN).capabilities
+    )
+
+    rest = CloudflareKVStorage(ACCOUNT, NAMESPACE, api_token=TOKEN)
+    assert rest.mode == "rest" and rest.binding is None
+    assert (rest.account_id, rest.namespace_id) == (ACCOUNT, NAMESPACE)
+    assert rest.base_url == "https://api.cloudflare.com/client/v4"
+    assert isinstance(rest.client, httpx.AsyncClient)
+    assert isinstance(rest.backend.client, RestClient)
+
+
+def test_one_class_declares_kv_capabilities() -> None:
+    """Both clients sit under one backend whose Capabilities state KV's limits."""
+    caps = CloudflareKVStorage.from_binding(KVBindingDouble()).capabilities
+    assert caps.name == "cloudflare"
+    assert (caps.atomic, caps.atomic_ops, caps.ttl, caps.lists_ttls) == (False, False, True, True)
+    assert (caps.persistent, caps.shared, caps.eventually_consistent) == (True, True, True)
+    assert (caps.min_ttl, caps.max_key_bytes, caps.max_value_bytes) == (60, 512, 25 * 1024**2)
+    assert caps.max_ttl == 10 * 365 * 86_400
+
+
+@pytest.mark.parametrize(
+    "rest_option",
+    [
+        {"account_id": ACCOUNT},
+        {"namespace_id": NAMESPACE},
+        {"api_token": TOKEN},
+        {"base_url": "http://x"},
+    ],
+    ids=lambda o: next(iter(o)),
+)
+def test_binding_and_rest_options_do_not_mix(rest_option: dict[str, str]) -> None:
+    """binding= with a REST option is a ConfigurationError naming it (a token never shown)."""
+    with pytest.raises(ConfigurationError, match=next(iter(rest_option))) as info:
+        CloudflareKVStorage(binding=KVBindingDouble(), **rest_option)  # type: ignore[arg-type]
+    assert TOKEN not in str(info.value)
+
+
+def test_construction_options_are_checked() -> None:
+    """Bad ids and numbers are ConfigurationErrors; a binding hint is given for missing ids."""
+    with pytest.raises(ConfigurationError, match=r"binding=env\.KV"):
+        CloudflareKVStorage(api_token=TOKEN)
+    for bad in (
+        {"timeout": 0},
+        {"timeout": "5"},
+        {"connect_timeout": -1},
+        {"max_connections": 0},
+        {"retries": 1.5},
+        {"max_retry_wait": -1},
+    ):
+        with pytest.raises(ConfigurationError, match=next(iter(bad))):
+            CloudflareKVStorage(ACCOUNT, NAMESPACE, api_token=TOKEN, **bad)  # type: ignore[arg-type]
+    CloudflareKVStorage(ACCOUNT, NAMESPACE, api_token=TOKEN, timeout=None, max_retry_wait=0)
+
+
+async def test_absurd_and_long_ttls(kv: tuple[CloudflareKVStorage, Requests]) -> None:
+    """TTLs past max_ttl are InvalidTTLError before any request; ten years is accepted by KV."""
+    storage, requests = kv
+    for absurd in (10**13, 10 * 365 * 86_400 + 1, 10**400):
+        with pytest.raises(InvalidTTLError, match=r"maximum TTL|finite"):
+            await storage.set("k", 1, ttl=absurd)
+    assert requests.sent == []
+    ten_years = 10 * 365 * 86_400
+    await storage.set("k", 1, ttl=ten_years)
+    left = await storage.ttl("k")
+    assert left is not None and ten_years - 5 <= left <= ten_years
+    assert {k: t is not None and t > 10**8 async for k, t in storage.backend.scan_ttl("k")} == {
+        "k": True
+    }
+
+
+async def test_a_second_event_loop_gets_its_own_client(cloudflare_kv: KVEmulator) -> None:
+    """A second asyncio.run() makes a new HTTP client; the first loop's client keeps working."""
+    storage = cloudflare_kv.storage(NS_TESTS)
+    await storage.set("loop", 1)
+    first = storage.client
+
+    def other_loop() -> Any:
+        return asyncio.run(storage.get("loop"))
+
+    assert await asyncio.to_thread(other_loop) == 1
+    assert storage.client is not first  # the thread's loop had its own client
+    assert await storage.delete("loop") is True  # back on the first loop: its client again
+    assert storage.client is first
+    await storage.close()
+    assert first is not None and first.is_closed
+
+
+async def test_the_token_never_shows_in_repr_errors_or_logs(
+    cloudflare_kv: KVEmulator, caplog: pytest.LogCaptureFixture, sleeps: list[float]
+) -> None:
+    """The API token stays out of repr, messages, causes, tracebacks' text and httpx's logs."""
+    caplog.set_level(logging.DEBUG)
+    leaky = Script(_error(403, 10000, f"bad token {TOKEN}"))
+    mocked = _mocked(leaky)
+    real = CloudflareKVStorage(
+        cloudflare_kv.account_id,
+        cloudflare_kv.namespace_ids[NS_TESTS],
+        api_token=TOKEN,  # the emulator refuses it (403)
+        base_url=cloudflare_kv.base_url,
+    )
+    unreachable = CloudflareKVStorage(
+        ACCOUNT, NAMESPACE, api_token=TOKEN, base_url="http://127.0.0.1:9/v4", retries=0
+    )
+    texts = [repr(mocked), repr(real), repr(unreachable), repr(mocked.backend.client)]
+    for storage, error in (
+        (mocked, AuthenticationError),
+        (real, AuthenticationError),
+        (unreachable, BackendUnavailableError),
+    ):
+        with pytest.raises(error) as info:
+            await storage.set("k", 1)
+        chain: BaseException | None = info.value
+        while chain is not None:
+            texts += [str(chain), repr(chain)]
+            chain = chain.__cause__
+        texts.append("".join(traceback.format_exception(info.value)))
+    await real.close()
+    await unreachable.close()
+    texts += [record.getMessage() for record in caplog.records]
+    assert any("HTTP Request" in record.getMessage() for record in caplog.records)
+    assert all(TOKEN not in text for text in texts)

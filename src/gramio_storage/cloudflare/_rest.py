@@ -114,7 +114,8 @@ class RestClient:
             for gone in [old for old in self._clients if old.is_closed()]:
                 _abandon(self._clients.pop(gone))
             client, self._unused = self._unused or self._new_client(), None
-            self._clients[loop] = self._client = client
+            self._clients[loop] = client
+        self._client = client
         return client
 
     def describe(self) -> dict[str, object]:
