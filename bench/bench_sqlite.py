@@ -14,8 +14,14 @@ how long one inline call holds the event loop.
 Every figure is the best of several rounds (the least disturbed by the shared machine). Peers
 that are not installed are reported as such and skipped.
 
-Run: ``python bench/bench_sqlite.py [--n 20000] [--rounds 3]``; peers come from
-``pip install 'py-key-value-aio[disk]' aiosqlite aiogram aiogram-sqlite-storage
+Part 3, **before/after** (``--baseline SRC``): SQLiteStorage from another checkout's ``src``
+(e.g. a ``git worktree`` at an older commit) against this one, alternating child processes
+round by round so both see the same machine: the same set/get/update work as part 2, the
+per-call latency of ``set``, and a sustained write of unique 500-byte values with the largest
+WAL a sampling thread saw.
+
+Run: ``python bench/bench_sqlite.py [--n 20000] [--rounds 3] [--baseline /tmp/base/src]``;
+peers come from ``pip install 'py-key-value-aio[disk]' aiosqlite aiogram aiogram-sqlite-storage
 aiogram-fsm-sqlitestorage``.
 """
 
@@ -23,11 +29,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.metadata
+import json
 import os
 import platform
 import queue
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import threading
@@ -242,12 +251,102 @@ async def get_many_speedup(c: Contender, rounds: int) -> tuple[float, float]:
     return singles * 1e6, many * 1e6
 
 
+# ---------------------------------------------------------------------- part 3: before/after
+
+
+async def one_round(tmp: str, n: int, unique: int) -> dict[str, float]:
+    """One round of SQLiteStorage's figures (run in a child process by --baseline)."""
+    c = await gramio(os.path.join(tmp, "round.db"))
+    await c.set(0)
+    row = {
+        "set": await ops_per_second(c.set, n, 1),
+        "get": await ops_per_second(c.get, n, 1),
+    }
+    assert c.update is not None and c.close is not None
+    row["update"] = await ops_per_second(c.update, n, 1)
+    row["set+get"] = 1 / (1 / row["set"] + 1 / row["get"])
+    await c.close()
+    times = await set_latency(os.path.join(tmp, "latency.db"), n)
+    row["p50"], row["p99"] = times[len(times) // 2] * 1e6, times[int(0.99 * len(times))] * 1e6
+    row["max"] = times[-1] * 1e6
+    row["unique/s"], row["wal_mib"], row["db_mib"] = await unique_writes(
+        os.path.join(tmp, "unique.db"), unique
+    )
+    return row
+
+
+async def unique_writes(path: str, n: int) -> tuple[float, float, float]:
+    """``n`` back-to-back sets of unique 500-byte values: writes/s, largest WAL and db (MiB)."""
+    storage = SQLiteStorage(path)
+    largest = [0]
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                largest[0] = max(largest[0], os.stat(path + "-wal").st_size)
+            time.sleep(0.001)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    value = "x" * 498
+    start = time.perf_counter()
+    for i in range(n):
+        await storage.set(f"u:{i:08d}", value)
+    elapsed = time.perf_counter() - start
+    stop.set()
+    watcher.join()
+    await storage.close()
+    return n / elapsed, largest[0] / 2**20, os.stat(path).st_size / 2**20
+
+
+def before_after(baseline: str, n: int, rounds: int, unique: int) -> None:
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
+    sides = {"before": os.path.abspath(baseline), "after": os.path.abspath(here)}
+    best: dict[str, dict[str, float]] = {}
+    for _ in range(rounds):
+        for side, src in sides.items():
+            env = {**os.environ, "PYTHONPATH": src}
+            args = ["--one-round", "--n", str(n), "--unique", str(unique)]
+            out = subprocess.run(  # noqa: S603 - this very script, with our own arguments
+                [sys.executable, __file__, *args], env=env, check=True, capture_output=True
+            ).stdout
+            row = json.loads(out.decode().splitlines()[-1])
+            mine = best.setdefault(side, {})
+            for col, value in row.items():
+                if col in ("p50", "p99", "max", "wal_mib", "db_mib"):  # lower is better / worst
+                    worst = col in ("wal_mib", "db_mib")
+                    default = -1.0 if worst else float("inf")
+                    pick = max if worst else min
+                    mine[col] = pick(mine.get(col, default), value)
+                else:
+                    mine[col] = max(mine.get(col, 0.0), value)
+    cols = ["set", "get", "update", "set+get", "p50", "p99", "max", "unique/s", "wal_mib", "db_mib"]
+    print(f"\nPart 3: before/after, alternating processes, best of {rounds} (WAL: largest seen)")
+    print(f"  before: {sides['before']}\n  after:  {sides['after']}")
+    print(f"{'':8}" + "".join(f"{c:>11}" for c in cols))
+    for side, row in best.items():
+        print(f"{side:8}" + "".join(f"{row[c]:>11,.0f}" for c in cols))
+    ratio = {c: best["after"][c] / best["before"][c] for c in cols if best["before"][c]}
+    print(f"{'after/before':8}" + "".join(f"{ratio.get(c, 0):>10.2f}x" for c in cols))
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20_000, help="operations per round")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--baseline", help="another checkout's src/ to compare against (part 3)")
+    parser.add_argument("--unique", type=int, default=100_000, help="unique writes in part 3")
+    parser.add_argument("--one-round", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     n, rounds = args.n, args.rounds
+    if args.one_round:
+        with tempfile.TemporaryDirectory(prefix="bench-sqlite-") as tmp:
+            print(json.dumps(await one_round(tmp, n, args.unique)))
+        return
+    if args.baseline:
+        before_after(args.baseline, n, rounds, args.unique)
+        return
 
     print(
         f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, "

@@ -6,6 +6,8 @@ Usage: ``python _sqlite_child.py MODE PATH [COUNT]``
   as each ``set`` has returned, so the parent knows exactly which writes were acknowledged.
 * ``incr`` / ``update``: wait for ``PATH.go`` to exist (so all children start together), then do
   COUNT ``incr("counter")`` or ``update("doc", ...)`` calls and print ``done``.
+* ``unique``: wait for ``PATH.go``, then set COUNT unique keys (``<pid>:<i>``) to 500-byte
+  values back to back, never yielding, and print ``done``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,12 @@ async def main(mode: str, path: str, count: int) -> None:
                 await storage.set(f"key:{i}", {"i": i, "pad": "x" * 200})
                 sys.stdout.write(f"{i}\n")
                 sys.stdout.flush()
+            return
+        if mode == "unique":
+            value = "x" * 498  # 500 bytes of JSON text
+            for i in range(count):
+                await storage.set(f"{os.getpid()}:{i}", value)
+            print("done", flush=True)
             return
         for _ in range(count):
             if mode == "incr":

@@ -16,17 +16,20 @@ from .._backend import Backend, Capabilities, parse_int
 from .._backend_util import upper_bound
 from .._errors import ConfigurationError
 from . import _sql
-from ._connection import Checkpointer, open_connection
+from ._connection import Checkpointer, file_identity, open_connection
 from ._errors import is_busy, translate
+from ._upkeep import WAKE_EVERY, Upkeep, clock
 
 __all__ = ["SQLiteBackend"]
 
-_CHECKPOINT_EVERY = 500  # writes between checkpoints (about 1-3 WAL pages each)
 # The largest TTL: expires_at = now + ttl stays a float exact to well under a millisecond.
 MAX_TTL = 1e12
+# The longest key. SQLite takes up to its length limit (1 GB), but every key also lives in the
+# primary-key index; 1 MiB is far beyond any bot's key and keeps batches of keys cheap to check.
+MAX_KEY_BYTES = 1024 * 1024
 
 
-class SQLiteBackend(Backend):
+class SQLiteBackend(Upkeep, Backend):
     """Rows ``(key, value, expires_at)`` in one table of one SQLite file (or ``:memory:``).
 
     Args:
@@ -36,6 +39,8 @@ class SQLiteBackend(Backend):
         sweep_interval: Seconds between sweeps of expired rows; ``None``: no sweep.
         clock: Epoch seconds (``time.time``); tests pass a fake clock.
         text: Bind values as TEXT (what GramIO's ``JSON.parse`` reads) rather than BLOBs.
+        read_only: Open an existing database with ``mode=ro``: it is never created or
+            changed, and a missing file is :class:`~gramio_storage.BackendUnavailableError`.
     """
 
     def __init__(
@@ -47,6 +52,7 @@ class SQLiteBackend(Backend):
         sweep_interval: float | None = 60.0,
         clock: Callable[[], float] = time.time,
         text: bool = True,
+        read_only: bool = False,
     ) -> None:
         if not isinstance(path, (str, os.PathLike)):
             raise ConfigurationError(
@@ -69,13 +75,26 @@ class SQLiteBackend(Backend):
         self._sweep_interval = sweep_interval
         self._clock = clock
         self._memory = path == ":memory:"
+        if read_only and self._memory:
+            raise ConfigurationError(
+                "read_only makes no sense for ':memory:' (a new, empty database)",
+                backend="sqlite",
+            )
+        self._read_only = bool(read_only)
+        self._abspath = path if self._memory else os.path.abspath(path)
         self._text = text
         self._closed = False
-        self._timer: asyncio.TimerHandle | None = None
-        self._writes = 0  # writes since the last checkpoint was started
-        self._checkpointer = None if self._memory else Checkpointer(path, self._timeout)
+        self._init_upkeep()
+        self._checkpointer: Checkpointer | None = None
 
-        self._conn = open_connection(path, table, self._timeout, self._error)
+        self._conn = open_connection(
+            path, table, self._timeout, self._error, read_only=self._read_only
+        )
+        self._identity = None if self._memory else file_identity(self._abspath)
+        if not (self._memory or self._read_only):
+            self._checkpointer = Checkpointer(self._abspath, self._timeout)
+            # A dropped backend stops its thread; the thread holds no reference to it.
+            weakref.finalize(self, self._checkpointer.stop)
         self._cur = self._conn.cursor()
         self._ex = self._cur.execute
         variables = self._conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
@@ -86,7 +105,7 @@ class SQLiteBackend(Backend):
             name="sqlite",
             atomic=True,
             max_ttl=MAX_TTL,
-            max_key_bytes=length,
+            max_key_bytes=min(MAX_KEY_BYTES, length),
             max_value_bytes=length,
             lists_ttls=True,
             persistent=not self._memory,
@@ -112,6 +131,16 @@ class SQLiteBackend(Backend):
         """The table keys live in."""
         return self._table
 
+    @property
+    def read_only(self) -> bool:
+        """Whether the database was opened read-only (``mode=ro``)."""
+        return self._read_only
+
+    @property
+    def checkpointer(self) -> Checkpointer | None:
+        """The thread that checkpoints the WAL (None for ``:memory:`` and read-only)."""
+        return self._checkpointer
+
     # ------------------------------------------------------------------ errors and retries
 
     def _error(self, e: sqlite3.Error, op: str, key: str | None) -> Exception:
@@ -121,6 +150,8 @@ class SQLiteBackend(Backend):
 
     async def _run(self, op: str, key: str | None, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(*args)`` inline; on a driver error, :meth:`_retry` or the library's error."""
+        if clock() >= self._due:
+            await self._turn()
         try:
             return fn(*args)
         except sqlite3.Error as e:
@@ -194,6 +225,8 @@ class SQLiteBackend(Backend):
 
     async def get(self, key: str) -> bytes | None:
         # The hot path (bench/bench_sqlite.py): the statement inline, no wrapper coroutine.
+        if clock() >= self._due:
+            await self._turn()
         try:
             row = self._ex(self._sql.get, (key,)).fetchone()
         except sqlite3.Error as e:
@@ -292,25 +325,19 @@ class SQLiteBackend(Backend):
 
     async def set(self, key: str, data: bytes, ttl: float | None) -> None:
         # The hot path (bench/bench_sqlite.py): the statement inline, no wrapper coroutine.
+        if clock() >= self._due:
+            await self._turn()
         params = (key, self._bind(data), None if ttl is None else self._clock() + ttl)
         try:
             self._ex(self._sql.set, params)
         except sqlite3.Error as e:
             await self._retry("set", key, self._write, (self._sql.set, params), e)
-        self._writes += 1
-        if self._writes >= _CHECKPOINT_EVERY or (ttl is not None and self._timer is None):
+        self._writes += 1 + (len(data) >> 12)  # WAL pages, roughly
+        if self._writes >= WAKE_EVERY or (ttl is not None and self._timer is None):
             self._wrote(ttl, 0)
 
     def _write(self, sql: str, params: tuple[Any, ...]) -> int:
         return self._ex(sql, params).rowcount
-
-    def _wrote(self, ttl: float | None = None, count: int = 1) -> None:
-        """Bookkeeping after a write: checkpoint now and then, sweep if TTLs are in use."""
-        self._writes += count
-        if self._writes >= _CHECKPOINT_EVERY:
-            self._checkpoint_soon()
-        if ttl is not None and self._timer is None:
-            self._start_sweeping()
 
     async def delete(self, key: str) -> bool:
         params = (key, self._clock())
@@ -323,7 +350,7 @@ class SQLiteBackend(Backend):
         bind = self._bind
         rows = [(k, bind(data), expires_at) for k, data in items]
         await self._run("set_many", items[0][0], self._set_many_now, rows)
-        self._wrote(ttl, len(rows))
+        self._wrote(ttl, len(rows) + sum(len(data) for _, data in items) // 4096)
 
     def _set_many_now(self, rows: list[tuple[str, Any, Any]]) -> None:
         self._ex("BEGIN IMMEDIATE")
@@ -451,61 +478,14 @@ class SQLiteBackend(Backend):
             self._rollback()
             raise
 
-    # ------------------------------------------------------------------ sweep and checkpoints
-
-    def _start_sweeping(self) -> None:
-        if self._timer is not None or self._closed or self._sweep_interval is None:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # built outside a loop: the first TTL write starts it
-            return
-        # A weak reference: a pending timer must not keep a dropped backend alive.
-        self._timer = loop.call_later(self._sweep_interval, _sweep, weakref.ref(self))
-
-    def _sweep(self) -> None:
-        """Delete a batch of expired rows; continue soon if there may be more."""
-        self._timer = None
-        if self._closed:
-            return
-        try:
-            deleted = self._ex(self._sql.sweep, (self._clock(),)).rowcount
-        except sqlite3.Error:
-            # Busy (another process writes) or failing: the next tick tries again, and reads
-            # ignore expired rows meanwhile. Nobody awaits a sweep, so nobody to raise to.
-            deleted = 0
-        if deleted:
-            self._wrote(count=deleted)
-        if self._writes:
-            self._checkpoint_soon()
-        assert self._sweep_interval is not None
-        loop = asyncio.get_running_loop()
-        delay = 0.0 if deleted >= _sql.SWEEP_BATCH else self._sweep_interval
-        self._timer = loop.call_later(delay, _sweep, weakref.ref(self))
-
-    def _checkpoint_soon(self) -> None:
-        self._writes = 0
-        if self._checkpointer is not None and not self._closed:
-            self._checkpointer.soon()
-
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._checkpointer is not None:
-            await self._checkpointer.close()
+        await self._stop_upkeep()
         self._rollback()
         self._cur.close()
         self._conn.close()
-
-
-def _sweep(ref: weakref.ref[SQLiteBackend]) -> None:
-    backend = ref()
-    if backend is not None:
-        backend._sweep()
 
 
 def _positive(value: object, name: str) -> None:

@@ -22,7 +22,9 @@ _URL_OPTIONS: dict[str, Callable[[str], Any]] = {
     "ttl": float,
     "timeout": float,
     "sweep_interval": float,
+    "mode": str,
 }
+_MODES = {"ro": True, "rwc": False}  # SQLite's URI modes we take: read-only, read-write-create
 
 
 class SQLiteStorage(BaseStorage):
@@ -47,11 +49,16 @@ class SQLiteStorage(BaseStorage):
         clock: Wall-clock time in seconds since the epoch (``time.time``); expiries are shared
             with other processes, so it must be the real epoch clock outside tests.
         max_value_bytes: Refuse encoded values larger than this.
+        read_only: Open an existing database read-only (SQLite's ``mode=ro``), for tools that
+            only look: the file is never created or changed, a missing file raises
+            :class:`~gramio_storage.BackendUnavailableError` naming it, and writes raise
+            :class:`~gramio_storage.BackendError`.
 
     Raises:
         ConfigurationError: A bad path, table name, option, or an existing table without the
             ``key``/``value``/``expires_at`` columns.
-        BackendUnavailableError: The file cannot be opened or is not a database.
+        BackendUnavailableError: The file cannot be opened or is not a database; with
+            ``read_only``, it does not exist.
 
     Example::
 
@@ -70,6 +77,7 @@ class SQLiteStorage(BaseStorage):
         sweep_interval: float | None = 60.0,
         clock: Callable[[], float] = time.time,
         max_value_bytes: int | None = None,
+        read_only: bool = False,
     ) -> None:
         backend = SQLiteBackend(
             path,
@@ -79,6 +87,7 @@ class SQLiteStorage(BaseStorage):
             clock=clock,
             # JSON goes in as TEXT (what GramIO's JSON.parse reads); other codecs as BLOBs.
             text=isinstance(codec, JSONCodec),
+            read_only=read_only,
         )
         super().__init__(backend, codec=codec, ttl=ttl, max_value_bytes=max_value_bytes)
 
@@ -97,25 +106,43 @@ class SQLiteStorage(BaseStorage):
         """The table keys live in."""
         return self.backend.table
 
+    @property
+    def read_only(self) -> bool:
+        """Whether the database was opened read-only."""
+        return self.backend.read_only
+
     def __repr__(self) -> str:
         text = super().__repr__()
-        if self._codec is not JSON:
-            extra = f"codec={self._codec!r}"
-            return text[:-1] + (f", {extra})" if text[-2] != "(" else f"{extra})")
+        extra = [f"codec={self._codec!r}"] if self._codec is not JSON else []
+        if self.backend.read_only:
+            extra.append("read_only=True")
+        if extra:
+            return text[:-1] + ", " + ", ".join(extra) + ")"
         return text
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> SQLiteStorage:
         """Build from ``sqlite:///relative.db``, ``sqlite:////abs/path.db`` or ``sqlite://:memory:``.
 
-        Query parameters ``table``, ``ttl``, ``timeout`` and ``sweep_interval`` are accepted
-        (``sqlite:///bot.db?table=sessions&ttl=86400``); keyword ``options`` override them.
+        Query parameters ``table``, ``ttl``, ``timeout``, ``sweep_interval`` and ``mode`` are
+        accepted (``sqlite:///bot.db?table=sessions&ttl=86400``); keyword ``options`` override
+        them. ``mode=ro`` opens the file read-only (``read_only=True``), ``mode=rwc`` (the
+        default) read-write, creating it if missing.
 
         Raises:
             ConfigurationError: The URL is not a valid SQLite URL.
         """
         path = url_path(url)
         parsed = query_options(url, _URL_OPTIONS, scheme="sqlite")
+        if "mode" in parsed:
+            mode = parsed.pop("mode")
+            if mode not in _MODES:
+                raise ConfigurationError(
+                    f"Invalid sqlite:// URL option mode={mode!r}: use mode=ro (read-only) or "
+                    "mode=rwc (read-write, the default)",
+                    backend="sqlite",
+                )
+            parsed["read_only"] = _MODES[mode]
         return cls(path, **{**parsed, **options})
 
 
