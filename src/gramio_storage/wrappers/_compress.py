@@ -144,7 +144,15 @@ class CompressedCodec:
             raise ValueError(
                 "the value is zstd-compressed: pip install 'gramio-storage[zstd]' to read it"
             )
-        return bytes(self._dctx.decompress(body, max_output_size=MAX_DECOMPRESSED))
+        parts: list[bytes] = []
+        size = 0
+        with self._dctx.stream_reader(body) as reader:
+            while chunk := reader.read(1 << 20):
+                size += len(chunk)
+                if size > MAX_DECOMPRESSED:
+                    raise ValueError("zstd value is larger than the decompression limit")
+                parts.append(chunk)
+        return b"".join(parts)
 
     def __repr__(self) -> str:
         return (
