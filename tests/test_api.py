@@ -382,3 +382,13 @@ def test_third_party_adapters_register_by_entry_point(
     assert storage.url == "demo://somewhere"  # type: ignore[attr-defined]
     assert storage.default_ttl == 3
     assert "demo" in _registry.known_schemes()
+
+
+def test_prefix_option_keeps_the_rest_of_the_url_as_written() -> None:
+    """Cutting ?prefix= leaves unix:///path, other options and escapes exactly as they were."""
+    from gramio_storage._registry import _split_prefix
+
+    cut = _split_prefix("unix:///tmp/r.sock?db=1&prefix=a%3Ab")
+    assert cut == ("unix:///tmp/r.sock?db=1", "a:b")
+    assert _split_prefix("redis://h/0?prefix=&ttl=3") == ("redis://h/0?ttl=3", "")
+    assert _split_prefix("sqlite:///x.db") == ("sqlite:///x.db", None)

@@ -11,7 +11,7 @@ import importlib
 from importlib.metadata import entry_points
 from types import ModuleType
 from typing import Any, NamedTuple
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl
 
 from ._errors import (
     ConfigurationError,
@@ -68,18 +68,27 @@ def import_backend(module: str, extra: str | None) -> ModuleType:
 
 
 def _split_prefix(url: str) -> tuple[str, str | None]:
-    """``url`` without its ``prefix=`` query option, and that option's value."""
-    parts = urlsplit(url)
-    if "prefix" not in parts.query:
+    """``url`` without its ``prefix=`` query option, and that option's value.
+
+    The URL is cut as text, not rebuilt by ``urlunsplit`` (which turns ``unix:///path`` into
+    ``unix:/path``): everything else stays exactly as the caller wrote it.
+    """
+    head, sep, rest = url.partition("?")
+    if not sep:
         return url, None
-    pairs = parse_qsl(parts.query, keep_blank_values=True)
-    prefixes = [v for k, v in pairs if k == "prefix"]
-    if not prefixes:
+    query, hash_, fragment = rest.partition("#")
+    kept: list[str] = []
+    prefix: str | None = None
+    for part in query.split("&"):
+        name, _, value = part.partition("=")
+        if name == "prefix":
+            prefix = parse_qsl(part, keep_blank_values=True)[0][1] if value else ""
+        elif part:
+            kept.append(part)
+    if prefix is None:
         return url, None
-    # Keep the original text of the other options (percent-encoding included).
-    kept = [p for p in parts.query.split("&") if not p.startswith("prefix=") and p != "prefix"]
-    query = "&".join(kept)
-    return urlunsplit(parts._replace(query=query)), prefixes[-1]
+    rebuilt = head + ("?" + "&".join(kept) if kept else "") + (hash_ + fragment if hash_ else "")
+    return rebuilt, prefix
 
 
 def storage_from_url(url: str, **options: Any) -> BaseStorage:
@@ -106,10 +115,7 @@ def storage_from_url(url: str, **options: Any) -> BaseStorage:
             "Storage URL must look like 'scheme://...' (for example 'memory://'); "
             f"known schemes: {', '.join(known_schemes())}"
         )
-    try:
-        url, prefix = _split_prefix(url)
-    except ValueError as e:  # urlsplit: "Invalid IPv6 URL" and friends
-        raise ConfigurationError(f"Malformed {scheme}:// URL: {e}") from None
+    url, prefix = _split_prefix(url)
     adapter = _BUILTIN.get(scheme)
     if adapter is not None:
         factory = getattr(import_backend(adapter.module, adapter.extra), adapter.attr)
