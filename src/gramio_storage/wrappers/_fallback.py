@@ -54,9 +54,9 @@ class FallbackBackend(Backend):
     * Reads (``get``, ``get_many``, ``has``, ``ttl``) come from the first tier that has the key;
       with ``backfill`` the value is then copied (with its TTL) into the tiers before it.
     * Writes and deletes (``set``, ``set_many``, ``delete``, ``delete_many``, ``clear``) go to
-      every tier at once. ``policy="primary"``: the first reachable tier must succeed, failures
-      of the others are logged and counted in :attr:`failures`. ``policy="all"``: every tier
-      must succeed (the first error is raised once every tier was tried).
+      every tier, primary first. ``policy="primary"``: the first reachable tier must succeed,
+      failures of the others are logged and counted in :attr:`failures`. ``policy="all"``:
+      every tier must succeed (the first error is raised once every tier was tried).
     * Atomic operations (``add``, ``incr``, ``update``) run on the primary only: atomicity is
       the primary's (:attr:`Capabilities.atomic` is the primary's). Their result is then written
       to the other tiers like a ``set``. With ``atomic_failover=True`` they run on the next tier
@@ -299,7 +299,7 @@ class FallbackBackend(Backend):
     async def _all(
         self, call: Callable[[Backend], Awaitable[T]], op: str, keys: Sequence[str] = ()
     ) -> list[T]:
-        """Run a write on every reachable tier at once, under the failure policy.
+        """Run a write on every reachable tier in order, under the failure policy.
 
         Returns the answers of the tiers that succeeded, primary first. Keys written while a
         tier was skipped or failing are remembered for its resync.
@@ -310,15 +310,18 @@ class FallbackBackend(Backend):
                 self._mark_dirty(i, keys)
         if not up:
             up = list(range(len(self._tiers)))
-        results = await asyncio.gather(
-            *(call(self._tiers[i].backend) for i in up), return_exceptions=True
-        )
+        # In order, primary first: a later tier never holds a write the primary refused
+        # before it, and local tiers cost no task each (gather would cost more than memory).
+        results: list[T | BaseException] = []
+        for i in up:
+            try:
+                results.append(await call(self._tiers[i].backend))
+            except Exception as e:
+                results.append(e)
         ok: list[T] = []
         errors: list[tuple[int, BaseException]] = []
         for i, result in zip(up, results, strict=True):
             if isinstance(result, BaseException):
-                if not isinstance(result, Exception):
-                    raise result  # cancellation and friends
                 errors.append((i, result))
             else:
                 self._answered(i)

@@ -75,9 +75,16 @@ class InstrumentedBackend(WrapperBackend):
         )
         self._base = {"db.system.name": self.system, "db.system": self.system}
         self._names: dict[str, str] = {}  # operation -> span name, built once
+        self._op_attrs: dict[str, dict[str, Any]] = {}
 
     def _attributes(self, op: str, key: str | None, batch: int | None) -> dict[str, Any]:
-        attrs: dict[str, Any] = {**self._base, "db.operation.name": op}
+        if (key is None or not self.record_keys) and (batch is None or batch < 2):
+            # The common case: one shared, never mutated dict per operation.
+            attrs = self._op_attrs.get(op)
+            if attrs is None:
+                attrs = self._op_attrs[op] = {**self._base, "db.operation.name": op}
+            return attrs
+        attrs = {**self._base, "db.operation.name": op}
         if batch is not None and batch >= 2:
             attrs["db.operation.batch.size"] = batch
         if key is not None and self.record_keys:
@@ -91,28 +98,27 @@ class InstrumentedBackend(WrapperBackend):
         key: str | None = None,
         batch: int | None = None,
     ) -> T:
+        # start_span, not start_as_current_span: attaching a context per call costs more than
+        # the rest of the wrapper (docs/benchmarks.md); the span's parent is still the caller's.
         attrs = self._attributes(op, key, batch)
         name = self._names.get(op) or self._names.setdefault(op, f"{op} {self.system}")
+        span = self._tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attrs)
+        metric_attrs = self._op_attrs.get(op) or attrs
         start = time.perf_counter()
-        with self._tracer.start_as_current_span(
-            name,
-            kind=SpanKind.CLIENT,
-            attributes=attrs,
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
-            try:
-                return await call()
-            except Exception as e:
-                self._failed(span, attrs, e)
-                raise
-            finally:
-                self._duration.record(time.perf_counter() - start, _metric_attributes(attrs))
+        try:
+            return await call()
+        except Exception as e:
+            metric_attrs = self._failed(span, attrs, e)
+            raise
+        finally:
+            span.end()
+            self._duration.record(time.perf_counter() - start, metric_attrs)
 
-    def _failed(self, span: Any, attrs: dict[str, Any], error: Exception) -> None:
-        attrs["error.type"] = type(error).__qualname__
-        span.set_attribute("error.type", attrs["error.type"])
+    def _failed(self, span: Any, attrs: dict[str, Any], error: Exception) -> dict[str, Any]:
+        error_type = type(error).__qualname__
+        span.set_attribute("error.type", error_type)
         span.set_status(Status(StatusCode.ERROR, str(error) if self.record_keys else None))
+        return {**_metric_attributes(attrs), "error.type": error_type}
 
     # ------------------------------------------------------------------ the contract
 
@@ -187,7 +193,7 @@ class InstrumentedBackend(WrapperBackend):
                 count += 1
                 yield item
         except Exception as e:
-            self._failed(span, attrs, e)
+            attrs = self._failed(span, attrs, e)
             raise
         finally:
             span.set_attribute("db.response.returned_rows", count)
