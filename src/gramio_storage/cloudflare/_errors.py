@@ -9,8 +9,9 @@ Two drivers, two tables, as httpx maps httpcore's exceptions in one table:
 * Binding: :func:`binding_errors`, a context manager around each binding call, reads the status
   the runtime puts in its messages (``KV PUT failed: 413 ...``).
 
-Every message goes through the client's :class:`~gramio_storage._redact.Redactor`, so an API
-token a server (or a proxy) echoes back never reaches an exception, a log or a traceback.
+Every REST message holding text from the server or the driver goes through the client's
+:class:`~gramio_storage._redact.Redactor`, so an API token a server (or a proxy) echoes back
+never reaches an exception, a log or a traceback. (A binding carries no credentials.)
 """
 
 from __future__ import annotations
@@ -43,9 +44,12 @@ __all__ = [
     "NAME",
     "about",
     "binding_errors",
+    "bulk_failure",
+    "envelope",
     "error_code",
     "retry_after",
     "retryable",
+    "status_cause",
     "status_error",
     "transport_error",
 ]

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import os
 import random
+import re
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 from urllib.parse import quote
@@ -20,14 +22,17 @@ from urllib.parse import quote
 import httpx
 import msgspec
 
-from .._backend_util import chunks
+from .._backend_util import chunks, positive_seconds
+from .._errors import ConfigurationError
 from .._redact import Redactor
 from . import _errors
-from ._errors import CODE_KEY_NOT_FOUND
+from ._errors import CODE_KEY_NOT_FOUND, NAME
 
-__all__ = ["DEFAULT_BASE_URL", "RestClient"]
+__all__ = ["DEFAULT_BASE_URL", "TOKEN_ENV", "RestClient"]
 
 DEFAULT_BASE_URL = "https://api.cloudflare.com/client/v4"
+TOKEN_ENV = "CLOUDFLARE_API_TOKEN"  # noqa: S105 - the variable's name, not a secret
+_ID = re.compile(r"[0-9a-fA-F]{32}")
 BULK_GET_KEYS = 100
 BULK_WRITE_KEYS = 10_000
 BULK_WRITE_BYTES = 99_000_000  # the API's limit is 100 MB per request; keep a margin
@@ -41,40 +46,54 @@ _sleep = asyncio.sleep
 class RestClient:
     """Workers KV over the Cloudflare REST API (the ``KVClient`` protocol of ``._backend``).
 
-    Args:
-        account_id: The account id (checked by the storage).
-        namespace_id: The namespace id.
-        token: The API token, or ``""`` when ``client`` carries its own ``Authorization``.
-        base_url: The API root.
-        client: A caller's ``httpx.AsyncClient``: used as it is and never closed.
-        timeout: Seconds per request (connect, read, write, pool) for an own client.
-        connect_timeout: Seconds to establish a connection, when different from ``timeout``.
-        max_connections: Connections an own client keeps at most.
-        retries: Retries after 429, 5xx, timeouts and network errors.
-        max_retry_wait: The longest ``retry-after`` waited for; a longer one raises at once.
+    Takes and checks the REST options of :class:`~gramio_storage.cloudflare.CloudflareKVStorage`
+    (documented there); nothing is sent until the first operation.
+
+    Raises:
+        ConfigurationError: Malformed ids, no token (and no ``client``), or a bad number.
     """
 
     bulk_reads = True  # POST /bulk/get returns text values, 100 keys per request
 
     def __init__(
         self,
-        account_id: str,
-        namespace_id: str,
+        account_id: str | None,
+        namespace_id: str | None,
         *,
-        token: str,
-        base_url: str,
-        client: httpx.AsyncClient | None,
-        timeout: float | None,
-        connect_timeout: float | None,
-        max_connections: int,
-        retries: int,
-        max_retry_wait: float,
+        api_token: str | None = None,
+        base_url: str | None = None,
+        client: httpx.AsyncClient | None = None,
+        timeout: float | None = 30.0,
+        connect_timeout: float | None = None,
+        max_connections: int = 64,
+        retries: int = 3,
+        max_retry_wait: float = 30.0,
     ) -> None:
-        self.account_id = account_id
-        self.namespace_id = namespace_id
+        self.account_id = _cloudflare_id("account_id", account_id)
+        self.namespace_id = _cloudflare_id("namespace_id", namespace_id)
+        timeout = positive_seconds(timeout, "timeout", backend=NAME)
+        connect_timeout = positive_seconds(connect_timeout, "connect_timeout", backend=NAME)
+        if max_retry_wait != 0:
+            max_retry_wait = positive_seconds(max_retry_wait, "max_retry_wait", backend=NAME) or 0.0
+        for option, number, least in (
+            ("retries", retries, 0),
+            ("max_connections", max_connections, 1),
+        ):
+            if number.__class__ is not int or number < least:
+                raise ConfigurationError(
+                    f"{option} must be an int >= {least}, got {number!r}", backend=NAME
+                )
+        token = api_token if api_token is not None else os.environ.get(TOKEN_ENV)
+        if client is None and not token:
+            raise ConfigurationError(
+                f"Cloudflare KV needs an API token: pass api_token=... or set {TOKEN_ENV}",
+                backend=NAME,
+            )
+        token = token or ""
+        base_url = base_url or DEFAULT_BASE_URL
         self.base_url = base_url.rstrip("/")
         self._namespace_url = (
-            f"{self.base_url}/accounts/{account_id}/storage/kv/namespaces/{namespace_id}"
+            f"{self.base_url}/accounts/{self.account_id}/storage/kv/namespaces/{self.namespace_id}"
         )
         self._values_url = self._namespace_url + "/values/"
         self._metadata_url = self._namespace_url + "/metadata/"
@@ -300,6 +319,17 @@ class RestClient:
                 _abandon(client)
             else:  # a loop still running in another thread closes its own client
                 asyncio.run_coroutine_threadsafe(client.aclose(), loop)
+
+
+def _cloudflare_id(name: str, value: object) -> str:
+    if isinstance(value, str) and _ID.fullmatch(value):
+        return value
+    raise ConfigurationError(
+        f"{name} must be a Cloudflare id of 32 hex characters, got {value!r} (the namespace id "
+        "is shown under Workers KV in the dashboard, not its title); inside a Worker, pass "
+        "binding=env.KV instead",
+        backend=NAME,
+    )
 
 
 def _abandon(client: httpx.AsyncClient) -> None:

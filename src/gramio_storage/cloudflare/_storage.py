@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import re
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
-from .._backend_util import positive_seconds, query_options
+from .._backend_util import query_options
 from .._codecs import JSON, Codec, JSONCodec
 from .._errors import ConfigurationError
 from .._protocol import TTL
@@ -19,13 +17,10 @@ from .._validate import ttl_seconds
 from ._backend import CAPABILITIES, CloudflareKVBackend, KVClient
 from ._binding import BindingClient, KVBinding
 from ._errors import NAME
-from ._rest import DEFAULT_BASE_URL, RestClient
+from ._rest import TOKEN_ENV, RestClient
 
-__all__ = ["TOKEN_ENV", "CloudflareKVStorage", "cloudflare_storage"]
+__all__ = ["CloudflareKVStorage", "cloudflare_storage"]
 
-TOKEN_ENV = "CLOUDFLARE_API_TOKEN"  # noqa: S105 - the variable's name, not a secret
-
-_ID = re.compile(r"[0-9a-fA-F]{32}")
 _URL_OPTIONS: dict[str, Callable[[str], Any]] = {
     "base_url": str,
     "ttl": float,
@@ -127,7 +122,7 @@ class CloudflareKVStorage(BaseStorage):
                 )
             kv = BindingClient(binding, bulk_get=bulk_get, to_js=to_js, text=text)
         else:
-            kv = _rest_client(
+            kv = RestClient(
                 account_id,
                 namespace_id,
                 api_token=api_token,
@@ -139,6 +134,7 @@ class CloudflareKVStorage(BaseStorage):
                 retries=retries,
                 max_retry_wait=max_retry_wait,
             )
+        self._rest = kv if isinstance(kv, RestClient) else None
         super().__init__(
             CloudflareKVBackend(kv, text_values=text),
             codec=codec,
@@ -147,25 +143,13 @@ class CloudflareKVStorage(BaseStorage):
         )
 
     @classmethod
-    def from_binding(
-        cls,
-        binding: KVBinding,
-        *,
-        bulk_get: bool = True,
-        to_js: Callable[[Any], Any] | None = None,
-        ttl: TTL | None = None,
-        codec: Codec = JSON,
-        max_value_bytes: int | None = None,
-    ) -> CloudflareKVStorage:
-        """``CloudflareKVStorage(binding=binding, ...)``: a Workers KV binding (``env.KV``)."""
-        return cls(
-            binding=binding,
-            bulk_get=bulk_get,
-            to_js=to_js,
-            ttl=ttl,
-            codec=codec,
-            max_value_bytes=max_value_bytes,
-        )
+    def from_binding(cls, binding: KVBinding, **options: Any) -> CloudflareKVStorage:
+        """``CloudflareKVStorage(binding=binding, **options)``: a Workers binding (``env.KV``).
+
+        ``options`` are the constructor's binding-mode keywords: ``bulk_get``, ``to_js``,
+        ``ttl``, ``codec``, ``max_value_bytes``.
+        """
+        return cls(binding=binding, **options)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> CloudflareKVStorage:
@@ -209,99 +193,33 @@ class CloudflareKVStorage(BaseStorage):
     @property
     def mode(self) -> str:
         """``"rest"`` or ``"binding"``: which client the storage goes through."""
-        return "rest" if isinstance(self.backend.client, RestClient) else "binding"
+        return "binding" if self._rest is None else "rest"
 
     @property
     def account_id(self) -> str | None:
         """The account id (REST); ``None`` on a binding, which does not reveal it."""
-        kv = self.backend.client
-        return kv.account_id if isinstance(kv, RestClient) else None
+        return None if self._rest is None else self._rest.account_id
 
     @property
     def namespace_id(self) -> str | None:
         """The namespace id (REST); ``None`` on a binding, which does not reveal it."""
-        kv = self.backend.client
-        return kv.namespace_id if isinstance(kv, RestClient) else None
+        return None if self._rest is None else self._rest.namespace_id
 
     @property
     def base_url(self) -> str | None:
         """The API root requests go to (REST); ``None`` on a binding."""
-        kv = self.backend.client
-        return kv.base_url if isinstance(kv, RestClient) else None
+        return None if self._rest is None else self._rest.base_url
 
     @property
     def client(self) -> httpx.AsyncClient | None:
         """The ``httpx.AsyncClient`` in use (REST); ``None`` on a binding."""
-        kv = self.backend.client
-        return kv.client if isinstance(kv, RestClient) else None
+        return None if self._rest is None else self._rest.client
 
     @property
     def binding(self) -> KVBinding | None:
         """The namespace binding (binding mode); ``None`` over REST."""
         kv = self.backend.client
         return kv.binding if isinstance(kv, BindingClient) else None
-
-
-def _rest_client(
-    account_id: str | None,
-    namespace_id: str | None,
-    *,
-    api_token: str | None,
-    base_url: str | None,
-    client: httpx.AsyncClient | None,
-    timeout: float | None,
-    connect_timeout: float | None,
-    max_connections: int,
-    retries: int,
-    max_retry_wait: float,
-) -> RestClient:
-    """Check the REST options and build the client (nothing is sent yet)."""
-    for name, value in (("account_id", account_id), ("namespace_id", namespace_id)):
-        if not isinstance(value, str) or not _ID.fullmatch(value):
-            raise ConfigurationError(
-                f"{name} must be a Cloudflare id of 32 hex characters, got {value!r} "
-                "(the namespace id is shown under Workers KV in the dashboard, not its title); "
-                "inside a Worker, pass binding=env.KV instead",
-                backend=NAME,
-            )
-    assert account_id is not None and namespace_id is not None  # narrowed by the check above
-    seconds = positive_seconds(timeout, "timeout", backend=NAME)
-    connect = positive_seconds(connect_timeout, "connect_timeout", backend=NAME)
-    if _not_int(retries) or retries < 0:
-        raise ConfigurationError(f"retries must be an int >= 0, got {retries!r}", backend=NAME)
-    if _not_int(max_connections) or max_connections < 1:
-        raise ConfigurationError(
-            f"max_connections must be an int >= 1, got {max_connections!r}", backend=NAME
-        )
-    wait = (
-        0.0
-        if max_retry_wait == 0
-        else (positive_seconds(max_retry_wait, "max_retry_wait", backend=NAME))
-    )
-    if wait is None:
-        raise ConfigurationError("max_retry_wait must be a number of seconds >= 0", backend=NAME)
-    token = api_token if api_token is not None else os.environ.get(TOKEN_ENV)
-    if client is None and not token:
-        raise ConfigurationError(
-            f"Cloudflare KV needs an API token: pass api_token=... or set {TOKEN_ENV}",
-            backend=NAME,
-        )
-    return RestClient(
-        account_id,
-        namespace_id,
-        token=token or "",
-        base_url=base_url or DEFAULT_BASE_URL,
-        client=client,
-        timeout=seconds,
-        connect_timeout=connect,
-        max_connections=max_connections,
-        retries=retries,
-        max_retry_wait=wait,
-    )
-
-
-def _not_int(value: object) -> bool:
-    return value.__class__ is not int
 
 
 def cloudflare_storage(binding: KVBinding) -> CloudflareKVStorage:
