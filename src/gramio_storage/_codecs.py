@@ -2,9 +2,10 @@ r"""Codecs turn values into the bytes a backend stores, and back into typed valu
 
 The default, :data:`JSON`, writes compact UTF-8 JSON with msgspec, so a Python bot and a GramIO
 bot can share one database. For the same data its bytes are the bytes ``JSON.stringify`` writes
-(no spaces, the same escapes, non-ASCII text as UTF-8, an unpaired surrogate as ``\udXXX``,
-``NaN`` and infinities as ``null``), with two exceptions; ``JSON.parse`` reads the same value
-either way:
+(no spaces, the same escapes, non-ASCII text as UTF-8, an unpaired surrogate as ``\udXXX``),
+with the two exceptions below, where ``JSON.parse`` reads the same value either way. ``NaN``
+and infinities, which ``JSON.stringify`` writes as ``null`` (so they would read back as
+``None``), are refused with an error instead. The exceptions:
 
 - Some floats print in another notation (the same shortest digits):
 
@@ -33,6 +34,7 @@ Anything with ``encode``/``decode`` methods is a codec: see :class:`Codec`. Pick
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
@@ -100,6 +102,23 @@ def _parse_like_javascript(data: bytes | bytearray | memoryview | str) -> Any:
     """Parse JSON text with the standard library: JSON.parse's grammar, UTF-8 only."""
     text = data if isinstance(data, str) else str(data, "utf-8")
     return json.loads(text, parse_constant=_refuse_constant)
+
+
+def _non_finite(value: Any) -> bool:
+    """Whether ``value`` holds a NaN or an infinity anywhere (as msgspec would encode it)."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, (str, int, bytes)) or value is None:
+        return False
+    if isinstance(value, dict):
+        return any(_non_finite(v) for v in value.values())
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return any(_non_finite(v) for v in value)
+    try:  # dataclasses, Structs, pydantic models...: look at their builtin form
+        builtins = msgspec.to_builtins(value, enc_hook=_enc_hook, str_keys=True)
+    except (TypeError, ValueError):
+        return False
+    return builtins is not value and _non_finite(builtins)
 
 
 def _encode_escaping_surrogates(value: Any) -> bytes:
@@ -228,9 +247,15 @@ class JSONCodec(_MsgspecCodec):
     def _wrap_encoder(self, encode: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
         def encode_json(value: Any) -> bytes:
             try:
-                return encode(value)
+                data = encode(value)
             except UnicodeEncodeError:  # a str holding an unpaired surrogate: msgspec refuses
-                return _encode_escaping_surrogates(value)
+                data = _encode_escaping_surrogates(value)
+            # msgspec (like JSON.stringify) writes NaN and infinities as null, which would read
+            # back as None: refuse them. Only output holding a null can hide one, so the common
+            # case pays one byte search.
+            if b"null" in data and _non_finite(value):
+                raise ValueError("JSON cannot store NaN or infinity (they would read back as null)")
+            return data
 
         return encode_json
 
