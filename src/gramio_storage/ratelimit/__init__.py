@@ -33,7 +33,6 @@ and ``.telebot`` (pyTelegramBotAPI middlewares).
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -163,9 +162,11 @@ class RateLimit:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RateLimitResult:
     """The answer to one check. True in a boolean context when the request is admitted.
+
+    A plain dataclass (not frozen: building a frozen one costs 3x more, on every check).
 
     Attributes:
         allowed: Whether the request is admitted.
@@ -298,8 +299,10 @@ class RateLimiter:
             stamps.append(now)
             return stamps
 
-        with contextlib.suppress(_Refused):
+        try:  # noqa: SIM105 - try/except costs a tenth of contextlib.suppress, on every check
             await self._update(key, admit, rule)
+        except _Refused:
+            pass
         allowed, stamps = outcome
         return RateLimitResult(
             allowed, len(stamps), limit, _sliding_retry(stamps, allowed, rule, now), key
