@@ -6,13 +6,21 @@ sequential ``set``, ``get`` and read-modify-write ``update`` calls on a small se
 cycling over 1,000 keys, then ``get_many`` of 100 keys against 100 single gets. Best of several
 rounds. py-key-value has no atomic update: its row is a plain get-then-put (not atomic).
 
-Run: ``.venv/bin/python bench/bench_postgres.py [--n 5000] [--rounds 3]``.
+``--baseline SRC`` adds the ``PostgresStorage`` of another checkout (the ``src/`` folder of a
+``git worktree add /tmp/pg-base <commit>``) as one more contender, imported under another
+package name, so a change is measured against its predecessor in the same process, on the same
+server, in interleaved rounds: a noisy machine then slows both alike.
+
+Run: ``.venv/bin/python bench/bench_postgres.py [--n 5000] [--rounds 3] [--baseline SRC]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
+import importlib
+import importlib.util
 import platform
 import sys
 from pathlib import Path
@@ -38,16 +46,33 @@ class Contender:
         )
 
 
-async def gramio(dsn: str) -> tuple[Contender, Any]:
-    storage = PostgresStorage(dsn, table="bench_gramio")
+MINE = "gramio-storage PostgresStorage"
+
+
+async def gramio(
+    dsn: str, storage_class: Any = PostgresStorage, name: str = MINE, table: str = "bench_gramio"
+) -> tuple[Contender, Any]:
+    storage = storage_class(dsn, table=table)
     await storage.open()
 
     async def get_many(i: int) -> Any:
         start = (i * 100) % (USERS - 100)
         return await storage.get_many(KEYS[start : start + 100])
 
-    name = "gramio-storage PostgresStorage"
     return Contender(name, *storage_ops(storage), get_many), storage.close
+
+
+def baseline_class(src: str) -> Any:
+    """``PostgresStorage`` of the checkout whose ``src/`` folder is ``src``, as another package."""
+    package = str(Path(src).resolve() / "gramio_storage")
+    spec = importlib.util.spec_from_file_location(
+        "gramio_storage_baseline", f"{package}/__init__.py", submodule_search_locations=[package]
+    )
+    assert spec is not None and spec.loader is not None, f"no gramio_storage package in {src}"
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return importlib.import_module("gramio_storage_baseline.postgres").PostgresStorage
 
 
 async def py_key_value(dsn: str) -> tuple[Contender, Any]:
@@ -101,8 +126,14 @@ async def raw_asyncpg(dsn: str) -> tuple[Contender, Any]:
     return Contender("raw asyncpg connection (floor)", set_, get, update, get_many), con.close
 
 
-async def run(dsn: str, n: int, rounds: int) -> None:
-    made = [await make(dsn) for make in (gramio, py_key_value, raw_asyncpg)]
+async def run(dsn: str, n: int, rounds: int, baseline: str | None) -> None:
+    makers = [gramio, py_key_value, raw_asyncpg]
+    if baseline is not None:
+        base = functools.partial(
+            gramio, storage_class=baseline_class(baseline), name="baseline", table="bench_base"
+        )
+        makers.insert(1, base)
+    made = [await make(dsn) for make in makers]
     contenders = [c for c, _ in made]
     results: dict[str, dict[str, float]] = {c.name: {} for c in contenders}
     try:
@@ -133,10 +164,10 @@ async def run(dsn: str, n: int, rounds: int) -> None:
     print(f"{'contender':32} " + " ".join(f"{c:>21}" for c in cols))
     for name, row in results.items():
         print(f"{name:32} " + " ".join(f"{row[c]:>21,.1f}" for c in cols))
-    mine = results["gramio-storage PostgresStorage"]
+    mine = results[MINE]
     print("\nratios (gramio-storage / peer):")
     for name, row in results.items():
-        if name != "gramio-storage PostgresStorage":
+        if name != MINE:
             print(
                 f"  vs {name:32} "
                 + "  ".join(
@@ -149,9 +180,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=5000, help="operations per round")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--baseline", metavar="SRC", help="also run the PostgresStorage of this src/ folder"
+    )
     args = parser.parse_args()
     with postgres_server() as server:
-        asyncio.run(run(server.dsn, args.n, args.rounds))
+        asyncio.run(run(server.dsn, args.n, args.rounds, args.baseline))
 
 
 if __name__ == "__main__":

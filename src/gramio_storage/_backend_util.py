@@ -1,7 +1,8 @@
 """Helpers shared by the built-in backends, so no backend carries its own copy.
 
 URL option parsing, the prefix upper bound used by range scans, chunking, retry backoff, the
-weak-reference timer and the event-loop guard. Private: third-party backends may copy them.
+weak-reference timer, the event-loop guard, duration options and the base of a driver-error
+scope. Private: third-party backends may copy them.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ import math
 import random
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from types import TracebackType
+from typing import Any, ClassVar, Literal, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
-from ._errors import ConfigurationError
+from ._errors import ConfigurationError, StorageError
 
 __all__ = [
+    "ErrorScope",
     "LoopGuard",
     "backoff_delays",
     "chunks",
@@ -181,3 +184,33 @@ class LoopGuard:
     def loop(self) -> asyncio.AbstractEventLoop | None:
         """The loop recorded last."""
         return self._loop
+
+
+class ErrorScope:
+    """Base of the one ``with`` block a backend wraps driver calls in, to map their errors.
+
+    A subclass names its driver's exception types in :attr:`driver_errors`, keeps what the
+    message needs (operation, key...) in its own slots, and implements :meth:`translate`.
+    Anything else raised in the block (a ``StorageError``, the caller's own exception, a
+    cancellation) passes through untouched; a driver error leaves as ``translate(e) from e``.
+    """
+
+    __slots__ = ()
+    driver_errors: ClassVar[tuple[type[BaseException], ...]] = ()
+
+    def translate(self, exc: BaseException) -> StorageError:
+        """The library's error for the driver exception ``exc``."""
+        raise NotImplementedError
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        tp: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Literal[False]:
+        if exc is None or isinstance(exc, StorageError) or not isinstance(exc, self.driver_errors):
+            return False
+        raise self.translate(exc) from exc

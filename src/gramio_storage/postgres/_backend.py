@@ -34,6 +34,7 @@ from ._sql import Statements, identifier, prepare_table
 __all__ = ["MAX_KEY_BYTES", "MAX_TTL", "PostgresBackend"]
 
 log = logging.getLogger("gramio_storage.postgres")
+_running_loop = asyncio.get_running_loop
 
 # The B-tree of the primary key holds index rows of at most 2,704 bytes (8 KB pages): a TEXT
 # key of 2,692 UTF-8 bytes, when it does not compress. Longer keys sometimes fit (PostgreSQL
@@ -116,7 +117,7 @@ class PostgresBackend(Backend):
                 f"{dsn_or_pool.__class__.__qualname__}",
                 backend="postgres",
             )
-        self._errors = ErrorMap(self._server or "the pool", self._redact)
+        self._errors = ErrorMap(self._server or "the pool", self._redact).scope
         self._sql = Statements(self._table, self._schema)
         self._pool: Any = None  # set once usable on the current loop and the table exists
         self._prepared = False  # the table was checked (or created) once
@@ -153,7 +154,13 @@ class PostgresBackend(Backend):
     # ------------------------------------------------------------------ lifecycle
 
     def _current(self) -> Any:
-        """The pool if it is ready on the running loop, else None (then await _ready())."""
+        """The pool if it is ready on the running loop, else None (then await _ready()).
+
+        The hot path of every operation (bench/bench_postgres.py): on the pool's own loop, one
+        C call and a comparison; the loop guard only runs when the loop differs.
+        """
+        if _running_loop() is self._pool_loop:
+            return self._pool
         if self._guard.changed():
             self._forget_loop()
         return self._pool
@@ -176,14 +183,7 @@ class PostgresBackend(Backend):
                 _call_on(old, drop)
 
     async def open(self) -> None:
-        """Connect and create the table if needed, now rather than on first use.
-
-        Raises:
-            BackendUnavailableError: The server cannot be reached.
-            AuthenticationError: The server refused the credentials.
-            ConfigurationError: The table is missing (``create_table=False``) or has another
-                layout.
-        """
+        """Connect and check (or create) the table now; ``PostgresStorage.open`` has the errors."""
         if self._current() is None:
             await self._ready()
 
