@@ -265,6 +265,11 @@ async def one_round(tmp: str, n: int, unique: int) -> dict[str, float]:
     assert c.update is not None and c.close is not None
     row["update"] = await ops_per_second(c.update, n, 1)
     row["set+get"] = 1 / (1 / row["set"] + 1 / row["get"])
+    # The same per second of the loop thread's CPU time: what a call costs the loop, without
+    # the time other processes of a shared machine took the core away.
+    row["cpu set"] = await cpu_ops_per_second(c.set, n)
+    row["cpu get"] = await cpu_ops_per_second(c.get, n)
+    row["cpu set+get"] = 1 / (1 / row["cpu set"] + 1 / row["cpu get"])
     await c.close()
     times = await set_latency(os.path.join(tmp, "latency.db"), n)
     row["p50"], row["p99"] = times[len(times) // 2] * 1e6, times[int(0.99 * len(times))] * 1e6
@@ -273,6 +278,14 @@ async def one_round(tmp: str, n: int, unique: int) -> dict[str, float]:
         os.path.join(tmp, "unique.db"), unique
     )
     return row
+
+
+async def cpu_ops_per_second(op: Op, n: int) -> float:
+    """``n`` awaited calls of ``op(i)`` per second of this thread's CPU time."""
+    start = time.thread_time()
+    for i in range(n):
+        await op(i)
+    return n / (time.thread_time() - start)
 
 
 async def unique_writes(path: str, n: int) -> tuple[float, float, float]:
@@ -321,14 +334,18 @@ def before_after(baseline: str, n: int, rounds: int, unique: int) -> None:
                     mine[col] = pick(mine.get(col, default), value)
                 else:
                     mine[col] = max(mine.get(col, 0.0), value)
-    cols = ["set", "get", "update", "set+get", "p50", "p99", "max", "unique/s", "wal_mib", "db_mib"]
     print(f"\nPart 3: before/after, alternating processes, best of {rounds} (WAL: largest seen)")
     print(f"  before: {sides['before']}\n  after:  {sides['after']}")
-    print(f"{'':8}" + "".join(f"{c:>11}" for c in cols))
-    for side, row in best.items():
-        print(f"{side:8}" + "".join(f"{row[c]:>11,.0f}" for c in cols))
-    ratio = {c: best["after"][c] / best["before"][c] for c in cols if best["before"][c]}
-    print(f"{'after/before':8}" + "".join(f"{ratio.get(c, 0):>10.2f}x" for c in cols))
+    groups = [
+        ["set", "get", "update", "set+get", "cpu set", "cpu get", "cpu set+get"],
+        ["p50", "p99", "max", "unique/s", "wal_mib", "db_mib"],
+    ]
+    for cols in groups:
+        print(f"{'':13}" + "".join(f"{c:>13}" for c in cols))
+        for side, row in best.items():
+            print(f"{side:13}" + "".join(f"{row[c]:>13,.0f}" for c in cols))
+        ratio = {c: best["after"][c] / best["before"][c] for c in cols if best["before"][c]}
+        print(f"{'after/before':13}" + "".join(f"{ratio.get(c, 0):>12.2f}x" for c in cols))
 
 
 async def main() -> None:
