@@ -13,11 +13,14 @@ the loop:
   synced by checkpoints, which run on a second connection in a thread.
 
 What remains on the loop is CPU work and reads of pages the OS has cached, like any in-process
-cache. Atomic operations (``add``, ``incr``, ``update``) are single UPSERT statements or
+cache, cut into slices: every 5 ms of back-to-back calls, the next one yields to the loop first.
+Atomic operations (``add``, ``incr``, ``update``) are single UPSERT statements or
 ``BEGIN IMMEDIATE`` transactions, so they stay atomic across processes sharing the file.
 
 Modules: ``_sql`` (table layout and statements), ``_errors`` (the one driver-error table),
-``_backend`` (:class:`SQLiteBackend`), ``_storage`` (:class:`SQLiteStorage` and its URLs).
+``_connection`` (opening, the file's identity, the checkpoint thread that bounds the WAL),
+``_upkeep`` (fair turns, back-pressure, the sweep), ``_backend`` (:class:`SQLiteBackend`),
+``_storage`` (:class:`SQLiteStorage` and its URLs).
 """
 
 from __future__ import annotations

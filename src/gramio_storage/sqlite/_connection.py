@@ -1,6 +1,6 @@
 """Opening the loop's connection, the file's identity, and the checkpoint thread.
 
-WAL upkeep (measured in ``tests/test_sqlite_load.py`` and ``bench/bench_sqlite.py``):
+WAL upkeep (measured in ``tests/test_sqlite.py`` and ``bench/bench_sqlite.py``):
 
 * The loop's connection never checkpoints (``wal_autocheckpoint = 0``): a checkpoint syncs the
   disk, which would stall every task of the bot.

@@ -5,7 +5,7 @@ run. Every call starts with one clock read; once :data:`SLICE` seconds have pass
 last turn, the call first takes a turn (:meth:`Upkeep._turn`): it yields to the loop
 (``await asyncio.sleep(0)``), checks at most every :data:`IDENTITY_EVERY` seconds that the path
 still names the open file, and waits for a checkpoint when the WAL is over its hard limit.
-``bench/bench_sqlite.py`` measures the cost, ``tests/test_sqlite_load.py`` the largest gap a
+``bench/bench_sqlite.py`` measures the cost, ``tests/test_sqlite.py`` the largest gap a
 ticker task sees during back-to-back calls.
 """
 
