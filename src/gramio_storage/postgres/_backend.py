@@ -207,10 +207,11 @@ class PostgresBackend(Backend):
                     backend="postgres",
                 )
             try:
-                with self._errors("connect"):
-                    if self._given_pool is None:
+                if self._given_pool is None:
+                    with self._errors("connect"):
                         await pool.fill(self._min_connections)
-                    if not self._prepared:
+                if not self._prepared:
+                    with self._errors("table setup"):
                         await prepare_table(pool, self._sql, create=self._create)
                 if self._closed:  # close() ran while we were connecting
                     raise _closed()

@@ -65,8 +65,9 @@ def parse_dsn(dsn: str, redact: Redactor) -> Dsn:
         # first "/", "?" or "#": they disagree only if the user name or password holds one of
         # those characters unencoded (or the path or query holds an "@").
         raise _fail(
-            "the user name or password contains an unencoded '/', '?', '#' or '@'; "
-            "percent-encode them, for example with urllib.parse.quote(password, safe='')"
+            "an unencoded '/', '?', '#' or '@' in the user name or password (or an '@' after "
+            "the host); percent-encode them, for example with urllib.parse.quote(password, "
+            "safe='')"
         )
     if at:
         _, colon, password = userinfo.partition(":")
