@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     from ._cache import CachedBackend, CachedStorage
     from ._compress import CompressedCodec
     from ._encrypt import EncryptedBackend, EncryptedStorage, generate_key
-    from ._fallback import FallbackBackend, FallbackStorage, with_fallback_storages
+    from ._fallback import FallbackBackend
+    from ._fallback_storage import FallbackStorage, with_fallback_storages
     from ._limits import TTLClampBackend, TTLClampedStorage, clamp_ttl
     from ._otel import InstrumentedBackend, InstrumentedStorage, instrument
 
@@ -37,8 +38,8 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "WrapperBackend": ("_base", None),
     "PrefixedBackend": ("_base", None),
     "FallbackBackend": ("_fallback", None),
-    "FallbackStorage": ("_fallback", None),
-    "with_fallback_storages": ("_fallback", None),
+    "FallbackStorage": ("_fallback_storage", None),
+    "with_fallback_storages": ("_fallback_storage", None),
     "CachedBackend": ("_cache", None),
     "CachedStorage": ("_cache", None),
     "CompressedCodec": ("_compress", None),
