@@ -52,6 +52,15 @@ if TYPE_CHECKING:
     from .postgres import PostgresStorage
     from .redis import RedisStorage, redis_storage
     from .sqlite import SQLiteStorage, sqlite_storage
+    from .wrappers import (
+        CachedStorage,
+        CompressedCodec,
+        EncryptedStorage,
+        FallbackStorage,
+        clamp_ttl,
+        instrument,
+        with_fallback_storages,
+    )
 
 __version__ = "0.2.0.dev0"
 
@@ -64,6 +73,13 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "PostgresStorage": ("postgres", "postgres"),
     "CloudflareKVStorage": ("cloudflare", "cloudflare"),
     "cloudflare_storage": ("cloudflare", "cloudflare"),
+    "FallbackStorage": ("wrappers", None),
+    "with_fallback_storages": ("wrappers", None),
+    "CachedStorage": ("wrappers", None),
+    "CompressedCodec": ("wrappers", None),
+    "clamp_ttl": ("wrappers", None),
+    "EncryptedStorage": ("wrappers", "encryption"),
+    "instrument": ("wrappers", "otel"),
 }
 
 
@@ -93,14 +109,18 @@ __all__ = [
     "BackendTimeoutError",
     "BackendUnavailableError",
     "BaseStorage",
+    "CachedStorage",
     "Capabilities",
     "CloudflareKVStorage",
     "Codec",
     "CodecError",
+    "CompressedCodec",
     "ConfigurationError",
     "DecodeError",
     "EncodeError",
+    "EncryptedStorage",
     "Entry",
+    "FallbackStorage",
     "InvalidArgumentError",
     "InvalidKeyError",
     "InvalidTTLError",
@@ -122,9 +142,12 @@ __all__ = [
     "UnsupportedOperationError",
     "ValueTooLargeError",
     "__version__",
+    "clamp_ttl",
     "cloudflare_storage",
     "in_memory_storage",
+    "instrument",
     "redis_storage",
     "sqlite_storage",
     "storage_from_url",
+    "with_fallback_storages",
 ]

@@ -25,7 +25,7 @@ import contextlib
 import dataclasses
 import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 from ._errors import DecodeError, KeyNotFoundError, UnsupportedOperationError
 
@@ -86,7 +86,8 @@ class Backend(abc.ABC):
     ``atomic=True``.
     """
 
-    capabilities: ClassVar[Capabilities] = Capabilities()
+    # Not a ClassVar: a backend whose limits depend on its options sets it per instance.
+    capabilities: Capabilities = Capabilities()
 
     # ------------------------------------------------------------------ required
 

@@ -378,6 +378,11 @@ class BaseStorage(AtomicOps):
         return self._codec
 
     @property
+    def max_value_bytes(self) -> int | None:
+        """The largest encoded value accepted (this storage's or the backend's limit)."""
+        return self._max_value
+
+    @property
     def default_ttl(self) -> float | None:
         """The TTL, in seconds, applied to writes that do not pass one."""
         return self._default_ttl

@@ -101,7 +101,7 @@ class SQLiteBackend(Upkeep, Backend):
         # A power of two (IN lists are padded to one) leaving a variable for the clock.
         self._chunk = 1 << (min(_sql.MAX_CHUNK, variables - 1).bit_length() - 1)
         length = self._conn.getlimit(sqlite3.SQLITE_LIMIT_LENGTH)
-        self.capabilities = Capabilities(  # type: ignore[misc]  # per instance: :memory:
+        self.capabilities = Capabilities(  # per instance: :memory:
             name="sqlite",
             atomic=True,
             max_ttl=MAX_TTL,

@@ -80,7 +80,7 @@ class WrapperBackend(Backend):
             )
         self.inner = inner
         self._owner = owner
-        self.capabilities = derive(inner.capabilities)  # type: ignore[misc]
+        self.capabilities = derive(inner.capabilities)
 
     async def get(self, key: str) -> bytes | None:
         return await self.inner.get(key)
@@ -153,7 +153,7 @@ class PrefixedBackend(WrapperBackend):
         self.prefix = prefix
         limit = inner.capabilities.max_key_bytes
         if limit is not None:
-            self.capabilities = derive(  # type: ignore[misc]
+            self.capabilities = derive(
                 inner.capabilities, max_key_bytes=limit - len(prefix.encode())
             )
 

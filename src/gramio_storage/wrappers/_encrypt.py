@@ -90,7 +90,7 @@ class EncryptedBackend(WrapperBackend):
         self._current_id = _key_id(keys[0])
         self._current = ciphers[self._current_id]
         limit = inner.capabilities.max_value_bytes
-        self.capabilities = derive(  # type: ignore[misc]
+        self.capabilities = derive(
             inner.capabilities,
             max_value_bytes=None if limit is None else limit - OVERHEAD,
         )

@@ -95,7 +95,7 @@ class FallbackBackend(Backend):
         self._overflowed = [False] * len(tiers)
         self._resyncing: set[int] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self.capabilities = _capabilities([t.backend.capabilities for t in self._tiers])  # type: ignore[misc]
+        self.capabilities = _capabilities([t.backend.capabilities for t in self._tiers])
 
     @property
     def tiers(self) -> list[Backend]:

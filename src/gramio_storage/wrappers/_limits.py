@@ -68,7 +68,7 @@ class TTLClampBackend(WrapperBackend):
         self.max_ttl = high
         self.missing_ttl = None if missing_ttl is None else self._clamp(float(missing_ttl))
         # Any positive finite TTL is accepted by the facade now: this wrapper clamps it.
-        self.capabilities = derive(caps, min_ttl=0.0, max_ttl=None)  # type: ignore[misc]
+        self.capabilities = derive(caps, min_ttl=0.0, max_ttl=None)
 
     def describe(self) -> dict[str, object]:
         out = dict(self.inner.describe())
