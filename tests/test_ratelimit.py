@@ -211,7 +211,7 @@ async def test_peek_does_not_count_and_reset_forgets(backend: BotBackend) -> Non
 async def test_concurrent_hits_admit_exactly_the_limit(backend: BotBackend) -> None:
     """200 hits at once through two storage objects, limit 50: exactly 50 pass."""
     if not backend.atomic:
-        pytest.skip("Cloudflare KV has no atomic update: GramIO's read-then-write over-admits")
+        pytest.skip("Cloudflare KV has no atomic update: GramIO's read-then-write can over-admit")
     clock = FakeClock()
     one = RateLimiter(await backend.open(), limit=50, window=60, clock=clock)
     two = RateLimiter(await backend.open(), limit=50, window=60, clock=clock)
