@@ -20,6 +20,10 @@ round by round so both see the same machine: the same set/get/update work as par
 per-call latency of ``set``, and a sustained write of unique 500-byte values with the largest
 WAL a sampling thread saw.
 
+Part 4, **checkpoint strategies** (``--strategies``): raw ``sqlite3`` UPSERTs of unique 500-byte
+values, yielding every 5 ms as SQLiteStorage does, with the WAL checkpointed in each of the ways
+considered for it; writes/s, the largest WAL and the gaps a 1 ms ticker task saw.
+
 Run: ``python bench/bench_sqlite.py [--n 20000] [--rounds 3] [--baseline /tmp/base/src]``;
 peers come from ``pip install 'py-key-value-aio[disk]' aiosqlite aiogram aiogram-sqlite-storage
 aiogram-fsm-sqlitestorage``.
@@ -348,12 +352,128 @@ def before_after(baseline: str, n: int, rounds: int, unique: int) -> None:
         print(f"{'after/before':13}" + "".join(f"{ratio.get(c, 0):>12.2f}x" for c in cols))
 
 
+# ---------------------------------------------------------------------- part 4: checkpoints
+
+STRATEGIES = {
+    "passive-thread": "PASSIVE in a thread every 500 writes (the old design)",
+    "loop-auto-1000": "wal_autocheckpoint=1000 on the loop's connection",
+    "loop-auto-8192": "wal_autocheckpoint=8192 on the loop's connection",
+    "loop-auto-8192+thread": "autocheckpoint 8192 on the loop + PASSIVE thread",
+    "thread-restart": "thread: PASSIVE, then RESTART past 16 MiB (chosen)",
+    "thread-truncate": "thread: PASSIVE, then TRUNCATE past 16 MiB",
+}
+
+
+class _CheckpointThread:
+    def __init__(self, path: str, big: str | None) -> None:
+        self.path, self.big = path, big
+        self.wake, self.stop = threading.Event(), False
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        while True:
+            self.wake.wait()
+            self.wake.clear()
+            if self.stop:
+                break
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                if self.big and os.stat(self.path + "-wal").st_size >= 16 * 2**20:
+                    conn.execute(f"PRAGMA wal_checkpoint({self.big})").fetchall()
+        conn.close()
+
+    def close(self) -> None:
+        self.stop = True
+        self.wake.set()
+        self.thread.join()
+
+
+async def strategy(path: str, name: str, n: int) -> tuple[float, float, float, float, float]:
+    """writes/s, largest WAL (MiB), max ticker gap (ms), and the loop's time inside write
+    statements that took over 1 ms (total ms, and the longest) for one strategy."""
+    conn = wal(sqlite3.connect(path, isolation_level=None, check_same_thread=False))
+    conn.execute("PRAGMA busy_timeout = 0")
+    conn.execute("PRAGMA journal_size_limit = 16777216")
+    auto = {"loop-auto-1000": 1000, "loop-auto-8192": 8192, "loop-auto-8192+thread": 8192}
+    conn.execute(f"PRAGMA wal_autocheckpoint = {auto.get(name, 0)}")
+    thread = None
+    if name in ("passive-thread", "loop-auto-8192+thread"):
+        thread = _CheckpointThread(path, None)
+    elif name.startswith("thread-"):
+        thread = _CheckpointThread(path, name.removeprefix("thread-").upper())
+    execute = conn.cursor().execute
+    gaps: list[float] = []
+    done = False
+
+    async def ticker() -> None:
+        last = time.perf_counter()
+        while not done:
+            await asyncio.sleep(0.001)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    task = asyncio.create_task(ticker())
+    value, largest, turn = "x" * 498, 0, time.perf_counter()
+    stalls: list[float] = []
+    start = time.perf_counter()
+    for i in range(n):
+        if time.perf_counter() - turn > 0.005:
+            await asyncio.sleep(0)
+            turn = time.perf_counter()
+        delay = 0.0005
+        while True:
+            try:
+                began = time.perf_counter()
+                execute(UPSERT, (f"u:{i:08d}", value))
+                took = time.perf_counter() - began
+                if took > 0.001:  # an fsync on the loop (or the OS taking the core away)
+                    stalls.append(took)
+                break
+            except sqlite3.OperationalError:  # a RESTART holds the lock: wait in asyncio
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.05)
+        if thread is not None and i % 500 == 499:
+            thread.wake.set()
+        if i % 256 == 0:
+            with contextlib.suppress(OSError):
+                largest = max(largest, os.stat(path + "-wal").st_size)
+    rate = n / (time.perf_counter() - start)
+    done = True
+    await task
+    if thread is not None:
+        thread.close()
+    conn.close()
+    longest = max(stalls, default=0.0)
+    return rate, largest / 2**20, max(gaps) * 1e3, sum(stalls) * 1e3, longest * 1e3
+
+
+async def strategies(n: int) -> None:
+    print(f"Part 4: checkpoint strategies, {n:,} unique 500-byte UPSERTs each")
+    print(
+        f"{'strategy':58} {'writes/s':>9} {'WAL MiB':>8} {'max gap':>8} "
+        f"{'in slow statements':>19} {'longest':>8}"
+    )
+    with tempfile.TemporaryDirectory(prefix="bench-sqlite-") as tmp:
+        for name, label in STRATEGIES.items():
+            rate, largest, gap, stalled, longest = await strategy(
+                os.path.join(tmp, f"{name}.db"), name, n
+            )
+            print(
+                f"{label:58} {rate:>9,.0f} {largest:>8.1f} {gap:>6.1f}ms "
+                f"{stalled:>17.0f}ms {longest:>6.1f}ms"
+            )
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20_000, help="operations per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--baseline", help="another checkout's src/ to compare against (part 3)")
     parser.add_argument("--unique", type=int, default=100_000, help="unique writes in part 3")
+    parser.add_argument("--strategies", action="store_true", help="part 4 only")
     parser.add_argument("--one-round", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     n, rounds = args.n, args.rounds
@@ -363,6 +483,9 @@ async def main() -> None:
         return
     if args.baseline:
         before_after(args.baseline, n, rounds, args.unique)
+        return
+    if args.strategies:
+        await strategies(args.unique)
         return
 
     print(
