@@ -21,6 +21,12 @@ and infinities, which ``JSON.stringify`` writes as ``null`` (so they would read 
 - Object keys keep the dict's order; a JavaScript object lists the keys that are array
   indices (``"0"`` to ``"4294967294"``) first, in numeric order.
 
+What ``2.0`` reads back as: ``2.0`` (a float) in Python, from every backend; the number ``2`` in
+a GramIO bot (JavaScript has one number type), which writes it back as ``2``, an int to Python
+(a ``Key`` typed ``float`` still reads ``2.0``). One backend-specific case: in a SQLite table
+that GramIO created (``value JSONB``, NUMERIC affinity), a value that is a bare whole number is
+stored as an INTEGER, so it reads back as ``2`` on both sides.
+
 Rewriting the floats after msgspec measured at about half the in-memory ``set`` rate
 (``bench/bench_memory.py``), for bytes that read back the same, so they stay as msgspec writes
 them. Decoding accepts everything ``JSON.parse`` accepts: what msgspec's parser refuses (an
