@@ -84,7 +84,8 @@ def _enc_hook(value: Any) -> Any:
 
 # ---------------------------------------------------------------------- JSON beyond msgspec
 # The rare inputs msgspec refuses but JavaScript's JSON accepts. None of this runs unless the
-# fast path raised first, so the common encode and decode stay one msgspec call.
+# fast path raised first, so the common decode stays one msgspec call and the common encode one
+# msgspec call plus the search for a null that may hide a NaN (see JSONCodec._wrap_encoder).
 
 _SURROGATE = re.compile("([\ud800-\udfff])")
 _PLAIN_JSON = msgspec.json.Encoder().encode
