@@ -426,6 +426,8 @@ class BaseStorage(AtomicOps):
         for name, value in self._backend.describe().items():
             shown = mask_url(value) if isinstance(value, str) and "://" in value else value
             parts.append(f"{name}={shown!r}")
+        if self._codec is not JSON:
+            parts.append(f"codec={self._codec!r}")
         if self._prefix:
             parts.append(f"prefix={self._prefix!r}")
         if self._default_ttl is not None:

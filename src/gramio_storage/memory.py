@@ -362,12 +362,6 @@ class MemoryStorage(BaseStorage):
         """Entries held right now, counting expired ones not purged yet."""
         return len(self.backend)
 
-    def __repr__(self) -> str:
-        text = super().__repr__()
-        if self._references:
-            return text[:-1] + (", codec=None)" if text[-2] != "(" else "codec=None)")
-        return text
-
 
 def in_memory_storage(mapping: MutableMapping[str, Any] | None = None) -> MemoryStorage:
     """GramIO's ``inMemoryStorage(map?)``: a :class:`MemoryStorage`, optionally on ``mapping``."""
