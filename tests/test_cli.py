@@ -44,7 +44,13 @@ from _redis_server import (  # noqa: F401  (fixtures)
     redis_cluster_session,
 )
 from _support import eventually_sync
-from gramio_storage import BaseStorage, Capabilities, InvalidKeyError, storage_from_url
+from gramio_storage import (
+    BaseStorage,
+    Capabilities,
+    InvalidKeyError,
+    UnsupportedOperationError,
+    storage_from_url,
+)
 from gramio_storage.cli import _raw as raw_module
 from gramio_storage.cli import main
 from gramio_storage.memory import MemoryBackend
@@ -892,3 +898,22 @@ async def test_the_destination_capabilities_are_checked_before_any_write() -> No
     assert (stats.written, stats.ttl_raised) == (2, 1)
     ttl = await BaseStorage(dest).ttl("brief")
     assert ttl is not None and 59 < ttl <= 60
+
+
+class _NoAtomicsBackend(_CountingBackend):
+    """Like Cloudflare KV: no add, incr or update (atomic_ops=False)."""
+
+    async def add(self, key: str, data: bytes, ttl: float | None) -> bool:
+        raise UnsupportedOperationError("no add here")
+
+
+async def test_no_overwrite_into_a_backend_without_atomic_operations() -> None:
+    """--no-overwrite cannot use add() there: existing keys are checked just before writing."""
+    src = BaseStorage(MemoryBackend())
+    await src.set_many({"a": 1, "b": 2})
+    dest = _NoAtomicsBackend(Capabilities(name="kv", atomic_ops=False))
+    dst = BaseStorage(dest)
+    await dst.set("a", 100)
+    stats = await _copy(src, dst, overwrite=False)
+    assert (stats.written, stats.skipped) == (1, 1)
+    assert await dst.get_many(["a", "b"]) == {"a": 100, "b": 2}

@@ -146,7 +146,8 @@ class Writer:
     Args:
         storage: The destination.
         overwrite: Replace keys that already exist; otherwise existing keys are skipped
-            (``set_entries(overwrite=False)``: atomic per key where the backend's ``add`` is).
+            (``set_entries(overwrite=False)``: atomic per key where the backend's ``add`` is;
+            a backend without atomic operations is checked with ``get_many`` just before).
         dry_run: Count what would be written (one ``get_many`` per batch tells how much of it
             exists already), write nothing.
     """
@@ -169,7 +170,10 @@ class Writer:
         p = self._prefix
         stats = self.stats
         unique = {p + e.key: e for e in entries}
-        if self.dry_run:
+        # Without atomic operations (Cloudflare KV has no add) --no-overwrite is a check just
+        # before the write: a key someone else creates in between is replaced.
+        check_first = not self.overwrite and not self._caps.atomic_ops
+        if self.dry_run or check_first:
             present = await self._backend.get_many(list(unique))
             existing = [k for k, v in zip(unique, present, strict=True) if v is not None]
             if self.overwrite:
@@ -210,7 +214,7 @@ class Writer:
             stats.written += len(items)
             stats.bytes += sum(len(data) for _, data, _ in items)
             return
-        done = await self._backend.set_entries(items, overwrite=self.overwrite)
+        done = await self._backend.set_entries(items, overwrite=self.overwrite or check_first)
         for (_, data, _), ok in zip(items, done, strict=True):
             if ok:
                 stats.written += 1
