@@ -39,6 +39,9 @@ GONE = -1.0
 
 _CLEAR_BATCH = 500
 
+CONCURRENCY = 64
+"""How many single-key calls the bulk defaults have in flight at once."""
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Capabilities:
@@ -176,34 +179,48 @@ class Backend(abc.ABC):
         """``(data, ttl)`` for each key, in order, for tools that copy data with its expiry.
 
         ``data`` is ``None`` for a missing key; ``ttl`` is ``None`` for no expiry and
-        :data:`GONE` for a key that vanished between the two reads. Redis overrides this with
-        one script per batch.
+        :data:`GONE` for a key that vanished between the two reads. The default reads values
+        with :meth:`get_many` and TTLs with :meth:`ttl`, :data:`CONCURRENCY` keys at a time;
+        Redis overrides it with one script per batch.
         """
         values = await self.get_many(keys)
-        out: list[tuple[bytes | None, float | None]] = []
-        for key, data in zip(keys, values, strict=True):
-            ttl: float | None = None
-            if data is not None and self.capabilities.ttl:
-                try:
-                    ttl = await self.ttl(key)
-                except KeyNotFoundError:
-                    ttl = GONE
-            out.append((data, ttl))
-        return out
+        ttls: list[float | None] = [None] * len(keys)
+        if self.capabilities.ttl:
+            wanted = [i for i, data in enumerate(values) if data is not None]
+            for part in _slices(wanted, CONCURRENCY):
+                found = await asyncio.gather(*(self._ttl_or_gone(keys[i]) for i in part))
+                for i, ttl in zip(part, found, strict=True):
+                    ttls[i] = ttl
+        return list(zip(values, ttls, strict=True))
+
+    async def _ttl_or_gone(self, key: str) -> float | None:
+        try:
+            return await self.ttl(key)
+        except KeyNotFoundError:
+            return GONE
 
     async def set_entries(self, entries: Sequence[Entry], *, overwrite: bool = True) -> list[bool]:
         """Store each ``(key, data, ttl)`` with its own TTL; say which were written.
 
         With ``overwrite=False`` only absent keys are written (atomically per key where the
-        backend's ``add`` is). Redis overrides this with one script per batch.
+        backend's ``add`` is). The default writes entries sharing a TTL with one
+        :meth:`set_many` and the rest with concurrent single writes, :data:`CONCURRENCY` at a
+        time; Redis overrides it with one script per batch.
         """
         if not overwrite:
-            return [await self.add(k, data, ttl) for k, data, ttl in entries]
+            written: list[bool] = []
+            for part in _slices(list(entries), CONCURRENCY):
+                written += await asyncio.gather(*(self.add(k, d, t) for k, d, t in part))
+            return written
         groups: dict[float | None, list[tuple[str, bytes]]] = {}
         for k, data, ttl in entries:
             groups.setdefault(ttl, []).append((k, data))
+        singles = [(items[0], ttl) for ttl, items in groups.items() if len(items) == 1]
         for ttl, items in groups.items():
-            await self.set_many(items, ttl)
+            if len(items) > 1:
+                await self.set_many(items, ttl)
+        for part in _slices(singles, CONCURRENCY):
+            await asyncio.gather(*(self.set(k, d, ttl) for (k, d), ttl in part))
         return [True] * len(entries)
 
     # ------------------------------------------------------------------ optional: atomic
@@ -286,6 +303,10 @@ class Backend(abc.ABC):
         if lock is None:
             lock = locks[key] = asyncio.Lock()
         return lock
+
+
+def _slices(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def parse_int(backend: Backend, key: str, data: Any) -> int:
