@@ -73,7 +73,7 @@ async def eventually(
             if inspect.isawaitable(result):
                 result = await result
             if result:
-                return result  # type: ignore[return-value]
+                return result
         except retry:
             if time.monotonic() > deadline:
                 raise
