@@ -10,10 +10,9 @@ script per batch):
   reports expiries (``capabilities.lists_ttls``: SQLite, PostgreSQL, Cloudflare KV) is listed
   with :meth:`Backend.scan_ttl` instead, and a batch is then one :meth:`Backend.get_many`: no
   request per key for TTLs (Cloudflare KV: one listing per 1,000 keys instead of 1,000);
-* writing: :meth:`Backend.set_entries` per batch, ``overwrite=False`` for ``--no-overwrite``.
-  TTLs of a second or more are rounded to whole seconds first, which keeps a batch of session
-  keys (whose TTLs all differ by milliseconds) in few TTL groups on a backend that writes one
-  group per call, at a cost of at most half a second of expiry.
+* writing: :meth:`Backend.set_entries` per batch, ``overwrite=False`` for ``--no-overwrite``,
+  each key with its exact TTL left. (No rounding here: a copy through several hops would add
+  up the error. Grouping keys by TTL is the backend's business, in its ``set_entries``.)
 
 A key whose TTL runs out between the read and the write is not written: copying it would bring
 an expired value back to life. Since the CLI calls the backend directly, the :class:`Writer`
@@ -203,10 +202,6 @@ class Writer:
                 if ttl < self._min_ttl:
                     ttl = self._min_ttl
                     stats.ttl_raised += 1
-                elif ttl >= 1:
-                    # Whole seconds keep a batch in few TTL groups; under a second stays exact.
-                    # Rounding never goes below the minimum: that is a whole number too.
-                    ttl = max(float(round(ttl)), self._min_ttl)
                 if caps.max_ttl is not None:
                     ttl_seconds(ttl, caps)  # InvalidTTLError naming the destination's maximum
             items.append((key, entry.data, ttl))
