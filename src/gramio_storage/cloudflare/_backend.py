@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import NoReturn, Protocol
 
-from .._backend import Backend, Capabilities
+from .._backend import Backend, Capabilities, Entry
 from .._backend_util import chunks
 from .._errors import InvalidKeyError, UnsupportedOperationError
 from ._errors import NAME
@@ -84,6 +84,10 @@ class KVClient(Protocol):
 
     async def put_many(self, items: Sequence[tuple[str, bytes]], ttl: int | None) -> None:
         """Write any number of values with one TTL."""
+        ...
+
+    async def put_entries(self, items: Sequence[tuple[str, bytes, int | None]]) -> None:
+        """Write any number of ``(key, value, ttl)``, each with its own TTL, in few requests."""
         ...
 
     async def delete_many(self, keys: Sequence[str]) -> None:
@@ -172,6 +176,16 @@ class CloudflareKVBackend(Backend):
         for key, _ in items:
             _check_key(key)
         await self._client.put_many(items, _seconds(ttl))
+
+    async def set_entries(self, entries: Sequence[Entry], *, overwrite: bool = True) -> list[bool]:
+        if not overwrite:
+            return await super().set_entries(entries, overwrite=False)  # add(): unsupported
+        for key, _, _ in entries:
+            _check_key(key)
+        # One bulk request carries every TTL, so they all count from the same moment (separate
+        # requests per TTL group would each start their TTLs late by the writes before them).
+        await self._client.put_entries([(k, d, _seconds(t)) for k, d, t in entries])
+        return [True] * len(entries)
 
     async def delete_many(self, keys: Sequence[str]) -> int:
         unique = list(dict.fromkeys(keys))

@@ -114,8 +114,11 @@ class BindingClient:
         return {k: _bytes(result.get(k)) for k in keys}
 
     async def put_many(self, items: Sequence[tuple[str, bytes]], ttl: int | None) -> None:
+        await self.put_entries([(key, data, ttl) for key, data in items])
+
+    async def put_entries(self, items: Sequence[tuple[str, bytes, int | None]]) -> None:
         for chunk in chunks(items, CONCURRENCY):
-            await asyncio.gather(*(self.put(k, data, ttl) for k, data in chunk))
+            await asyncio.gather(*(self.put(k, data, ttl) for k, data, ttl in chunk))
 
     async def delete_many(self, keys: Sequence[str]) -> None:
         for chunk in chunks(keys, CONCURRENCY):

@@ -249,8 +249,11 @@ class RestClient:
         return {k: None if (v := values.get(k)) is None else v.encode() for k in keys}
 
     async def put_many(self, items: Sequence[tuple[str, bytes]], ttl: int | None) -> None:
+        await self.put_entries([(key, data, ttl) for key, data in items])
+
+    async def put_entries(self, items: Sequence[tuple[str, bytes, int | None]]) -> None:
         entries: list[bytes] = []
-        for key, data in items:
+        for key, data, ttl in items:
             entry: dict[str, Any]
             try:
                 entry = {"key": key, "value": data.decode()}
@@ -270,7 +273,9 @@ class RestClient:
         if start < len(entries):
             await self._bulk_write(entries[start:], items[start:])
 
-    async def _bulk_write(self, entries: list[bytes], items: Sequence[tuple[str, bytes]]) -> None:
+    async def _bulk_write(
+        self, entries: list[bytes], items: Sequence[tuple[str, bytes, int | None]]
+    ) -> None:
         body = b"[" + b",".join(entries) + b"]"
         key = items[0][0] if len(items) == 1 else None
         response = await self._send("PUT", self._namespace_url + "/bulk", key, content=body)
