@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import dataclasses
 import weakref
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, MutableMapping, Sequence
 from typing import Any
 
 from ._errors import DecodeError, KeyNotFoundError, UnsupportedOperationError
@@ -91,6 +91,14 @@ class Backend(abc.ABC):
 
     # Not a ClassVar: a backend whose limits depend on its options sets it per instance.
     capabilities: Capabilities = Capabilities()
+
+    fast_map: MutableMapping[str, Any] | None = None
+    """For ``nonblocking`` backends: a mapping the facade may read and write directly.
+
+    Set it while a plain ``get``/``set`` is exactly ``fast_map.get(key)`` / ``fast_map[key] =
+    data`` (memory without expiries or a size bound), and to ``None`` as soon as it is not. The
+    facade checks it on every call (``bench/bench_memory.py`` measures the difference).
+    """
 
     # ------------------------------------------------------------------ required
 

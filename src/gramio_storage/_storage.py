@@ -97,6 +97,8 @@ class BaseStorage(AtomicOps):
         # ASCII digits (JSON); other codecs count through update().
         self._plain_ints = bool(getattr(codec, "plain_integers", False))
         self._references = bool(getattr(codec, "stores_references", False))
+        # How a reference codec stores None (backends use None for "missing").
+        self._null = getattr(codec, "null", None)
         self._nowait = caps.nonblocking
         self._max_key = caps.max_key_bytes
         self._default_ttl = None if ttl is None else ttl_seconds(ttl, caps)
@@ -189,11 +191,15 @@ class BaseStorage(AtomicOps):
             full = self._prefix + key
             if not full.isascii() or (self._max_key is not None and len(full) > self._max_key):
                 full = self._key(key)
-            data = (
-                self._backend.get_nowait(full) if self._nowait else await self._backend.get(full)
-            )
+            if self._nowait:
+                fast = self._backend.fast_map
+                data = fast.get(full) if fast is not None else self._backend.get_nowait(full)
+            else:
+                data = await self._backend.get(full)
             if data is None:
                 return default
+            if self._references:
+                return None if data is self._null else data
             try:
                 return self._decode_any(data)
             except Exception:  # noqa: S110 - _decode_value below raises the DecodeError
@@ -239,7 +245,11 @@ class BaseStorage(AtomicOps):
                 if self._max_value is not None:
                     self._encode_value(key, value)  # raises ValueTooLargeError when over
                 if self._nowait:
-                    self._backend.set_nowait(full, data, self._default_ttl)
+                    fast = self._backend.fast_map
+                    if fast is not None and self._default_ttl is None:
+                        fast[full] = data
+                    else:
+                        self._backend.set_nowait(full, data, self._default_ttl)
                 else:
                     await self._backend.set(full, data, self._default_ttl)
                 return

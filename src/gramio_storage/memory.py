@@ -54,6 +54,7 @@ class ReferenceCodec:
 
     __slots__ = ()
     stores_references = True
+    null = _NULL  # what a stored None is kept as
     plain_integers = True  # the memory backend counts on the int objects themselves
 
     def encode(self, value: Any) -> Any:
@@ -111,6 +112,7 @@ class MemoryBackend(Backend):
         self._expires: dict[str, float] = {}
         self._heap: list[tuple[float, str]] = []
         self._timer: asyncio.TimerHandle | None = None
+        self.fast_map = self._data if max_size is None else None
 
     def __len__(self) -> int:
         """Entries held right now, counting expired ones not purged yet."""
@@ -138,6 +140,7 @@ class MemoryBackend(Backend):
         now = self._clock()
         deadline = now + ttl
         self._expires[key] = deadline
+        self.fast_map = None  # reads must check deadlines from now on
         heap = self._heap
         heapq.heappush(heap, (deadline, key))
         self._purge(now, _PURGE_PER_WRITE)
@@ -260,6 +263,8 @@ class MemoryBackend(Backend):
             self._data.clear()
             self._expires.clear()
             self._heap.clear()
+            if self._max_size is None:
+                self.fast_map = self._data
             return count
         return sum([self._remove(k) for k in [k for k in self._data if k.startswith(prefix)]])
 
