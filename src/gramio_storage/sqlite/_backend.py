@@ -12,7 +12,7 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
-from .._backend import Backend, Capabilities, parse_int
+from .._backend import Backend, Capabilities, Entry, parse_int
 from .._backend_util import upper_bound
 from .._errors import ConfigurationError
 from . import _sql
@@ -351,6 +351,16 @@ class SQLiteBackend(Upkeep, Backend):
         rows = [(k, bind(data), expires_at) for k, data in items]
         await self._run("set_many", items[0][0], self._set_many_now, rows)
         self._wrote(ttl, len(rows) + sum(len(data) for _, data in items) // 4096)
+
+    async def set_entries(self, entries: Sequence[Entry], *, overwrite: bool = True) -> list[bool]:
+        if not overwrite or not entries:
+            return await super().set_entries(entries, overwrite=overwrite)
+        bind, expiry = self._bind, self._expiry
+        rows = [(k, bind(data), expiry(ttl)) for k, data, ttl in entries]  # one transaction
+        await self._run("set_entries", entries[0][0], self._set_many_now, rows)
+        timed = next((ttl for _, _, ttl in entries if ttl is not None), None)
+        self._wrote(timed, len(rows) + sum(len(data) for _, data, _ in entries) // 4096)
+        return [True] * len(entries)
 
     def _set_many_now(self, rows: list[tuple[str, Any, Any]]) -> None:
         self._ex("BEGIN IMMEDIATE")
