@@ -22,7 +22,7 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 
-from .._backend import Backend, Capabilities, parse_int
+from .._backend import Backend, Capabilities, Entry, parse_int
 from .._backend_util import LoopGuard, positive_seconds, upper_bound
 from .._errors import BackendUnavailableError, ConfigurationError, StorageClosedError
 from .._redact import Redactor
@@ -277,6 +277,21 @@ class PostgresBackend(Backend):
         keys = sorted(latest)
         with self._errors("set_many", keys=keys):
             await pool.execute(self._sql.set_many, keys, [latest[k] for k in keys], ttl)
+
+    async def set_entries(self, entries: Sequence[Entry], *, overwrite: bool = True) -> list[bool]:
+        if not overwrite or not entries:
+            return await super().set_entries(entries, overwrite=overwrite)
+        pool = self._current() or await self._ready()
+        latest = {k: (data, ttl) for k, data, ttl in entries}  # a key listed twice: the last
+        keys = sorted(latest)  # key order, as set_many, so concurrent batches cannot deadlock
+        with self._errors("set_entries", keys=keys):
+            await pool.execute(
+                self._sql.set_entries,
+                keys,
+                [latest[k][0] for k in keys],
+                [latest[k][1] for k in keys],
+            )
+        return [True] * len(entries)
 
     async def delete_many(self, keys: Sequence[str]) -> int:
         pool = self._current() or await self._ready()

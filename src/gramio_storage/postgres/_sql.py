@@ -77,6 +77,12 @@ class Statements:
             f"INSERT INTO {t} (key, value, expires_at) "
             f"SELECT k, v, {exp} FROM unnest($1::text[], $2::bytea[]) AS u(k, v) {_UPSERT}"
         )
+        # Per-row TTLs (seconds, NULL for never) for set_entries: a whole batch in one statement.
+        self.set_entries = (
+            f"INSERT INTO {t} (key, value, expires_at) "
+            "SELECT k, v, now() + s * interval '1 second' "
+            f"FROM unnest($1::text[], $2::bytea[], $3::float8[]) AS u(k, v, s) {_UPSERT}"
+        )
         self.delete_many = (
             f"WITH d AS (DELETE FROM {t} WHERE key = ANY($1::text[]) RETURNING expires_at) "
             f"SELECT count(*) FROM d WHERE {live}"
