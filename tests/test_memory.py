@@ -119,6 +119,7 @@ async def test_incr_keeps_the_window_of_an_existing_counter() -> None:
     assert await storage.incr("hits", ttl=10) == 1  # a new window
 
 
+@pytest.mark.slow  # a million writes, then a real second idle for the purge timer
 async def test_expired_entries_are_purged_without_reads() -> None:
     """1,000,000 sets with ttl=0.01, then one second idle: almost nothing is left in memory."""
     storage = MemoryStorage()
