@@ -764,3 +764,24 @@ async def test_fast_paths_raise_the_documented_errors(
     async with RedisStorage.from_url(redis_url, ttl=7) as expiring:
         await expiring.set("default-ttl", 1)
     assert 6000 < await raw.pttl("default-ttl") <= 7000
+
+
+def test_many_event_loops_leave_one_command_path_each_at_most(redis_url: str) -> None:
+    """Ten asyncio.run() calls on one storage: paths of ended loops are dropped, not kept."""
+    import asyncio
+
+    storage = RedisStorage.from_url(redis_url)
+
+    async def use(i: int) -> None:
+        await storage.set(f"loops:{i}", i)
+        assert await storage.get(f"loops:{i}") == i
+
+    for i in range(10):
+        asyncio.run(use(i))
+    assert len(storage.backend._paths) <= 1  # only the last loop's (already closed) entry
+
+    async def finish() -> None:
+        assert await storage.delete_many([f"loops:{i}" for i in range(10)]) == 10
+        await storage.close()
+
+    asyncio.run(finish())

@@ -27,6 +27,7 @@ import weakref
 from collections.abc import AsyncIterator, Callable, MutableMapping, Sequence
 from typing import Any
 
+from ._backend_util import chunks
 from ._errors import DecodeError, KeyNotFoundError, UnsupportedOperationError
 
 __all__ = ["GONE", "Backend", "Capabilities", "Entry"]
@@ -195,7 +196,7 @@ class Backend(abc.ABC):
         ttls: list[float | None] = [None] * len(keys)
         if self.capabilities.ttl:
             wanted = [i for i, data in enumerate(values) if data is not None]
-            for part in _slices(wanted, CONCURRENCY):
+            for part in chunks(wanted, CONCURRENCY):
                 found = await asyncio.gather(*(self._ttl_or_gone(keys[i]) for i in part))
                 for i, ttl in zip(part, found, strict=True):
                     ttls[i] = ttl
@@ -217,7 +218,7 @@ class Backend(abc.ABC):
         """
         if not overwrite:
             written: list[bool] = []
-            for part in _slices(list(entries), CONCURRENCY):
+            for part in chunks(entries, CONCURRENCY):
                 written += await asyncio.gather(*(self.add(k, d, t) for k, d, t in part))
             return written
         groups: dict[float | None, list[tuple[str, bytes]]] = {}
@@ -227,8 +228,8 @@ class Backend(abc.ABC):
         for ttl, items in groups.items():
             if len(items) > 1:
                 await self.set_many(items, ttl)
-        for part in _slices(singles, CONCURRENCY):
-            await asyncio.gather(*(self.set(k, d, ttl) for (k, d), ttl in part))
+        for batch in chunks(singles, CONCURRENCY):
+            await asyncio.gather(*(self.set(k, d, ttl) for (k, d), ttl in batch))
         return [True] * len(entries)
 
     # ------------------------------------------------------------------ optional: atomic
@@ -311,10 +312,6 @@ class Backend(abc.ABC):
         if lock is None:
             lock = locks[key] = asyncio.Lock()
         return lock
-
-
-def _slices(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def parse_int(backend: Backend, key: str, data: Any) -> int:

@@ -136,26 +136,23 @@ def backoff_delays(
         yield random.uniform(0, min(cap, base * 2**attempt))  # noqa: S311 - not cryptography
 
 
-def weak_call_later(
-    delay: float, method: Callable[[], object], owner: object
-) -> asyncio.TimerHandle | None:
-    """Schedule ``method`` (a bound method of ``owner``) without keeping ``owner`` alive.
+def weak_call_later(delay: float, method: Callable[[], object]) -> asyncio.TimerHandle | None:
+    """Schedule ``method`` (a bound method) without its timer keeping the object alive.
 
-    Returns None outside a running loop.
+    A pending timer holds only a weak reference, so a storage nobody holds any more can be
+    collected; its timer then fires into nothing. Returns None outside a running loop.
     """
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
         return None
-    ref = weakref.WeakMethod(method)
-    del owner
+    return loop.call_later(delay, _fire, weakref.WeakMethod(method))
 
-    def fire() -> None:
-        bound = ref()
-        if bound is not None:
-            bound()
 
-    return loop.call_later(delay, fire)
+def _fire(ref: weakref.WeakMethod[Callable[[], object]]) -> None:
+    bound = ref()
+    if bound is not None:
+        bound()
 
 
 class LoopGuard:

@@ -242,8 +242,8 @@ class BaseStorage(AtomicOps):
                     data = self._encode(value)
                 except Exception:
                     data = self._encode_value(key, value)  # raises the EncodeError
-                if self._max_value is not None:
-                    self._encode_value(key, value)  # raises ValueTooLargeError when over
+                if self._max_value is not None and len(data) > self._max_value:
+                    data = self._encode_value(key, value)  # raises ValueTooLargeError
                 if self._nowait:
                     fast = self._backend.fast_map
                     if fast is not None and self._default_ttl is None:

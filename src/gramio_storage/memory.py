@@ -14,12 +14,11 @@ from __future__ import annotations
 import asyncio
 import heapq
 import time
-import weakref
 from collections.abc import AsyncIterator, Callable, MutableMapping, Sequence
 from typing import Any
 
 from ._backend import Backend, Capabilities, parse_int
-from ._backend_util import query_options
+from ._backend_util import query_options, weak_call_later
 from ._codecs import JSON, Codec
 from ._errors import ConfigurationError
 from ._protocol import TTL
@@ -164,12 +163,8 @@ class MemoryBackend(Backend):
         return done
 
     def _schedule(self, delay: float) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # used outside a loop: lazy expiry still applies
-            return
-        # A weak reference: a pending timer must not keep a dropped backend alive.
-        self._timer = loop.call_later(delay, _sweep, weakref.ref(self))
+        # Outside a loop there is no timer: lazy expiry still applies.
+        self._timer = weak_call_later(delay, self._sweep)
 
     def _sweep(self) -> None:
         self._timer = None
@@ -304,12 +299,6 @@ class MemoryBackend(Backend):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-
-
-def _sweep(ref: weakref.ref[MemoryBackend]) -> None:
-    backend = ref()
-    if backend is not None:
-        backend._sweep()
 
 
 class MemoryStorage(BaseStorage):

@@ -152,6 +152,10 @@ class RedisBackend(Backend):
             raise StorageClosedError("This Redis storage was closed", backend="redis")
         held = self._paths.get(loop)
         if held is None:
+            # Each asyncio.run() is a new loop: forget those that ended (their keeper closed
+            # the connections), or one entry per loop ever used would stay behind.
+            for gone in [old for old in self._paths if old.is_closed()]:
+                del self._paths[gone]
             path = self._new_path()
             keeper = loop.create_task(_keep(path), name="gramio-storage redis keeper")
             held = self._paths[loop] = (path, keeper)

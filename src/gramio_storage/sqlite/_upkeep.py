@@ -14,10 +14,9 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-import weakref
 from typing import TYPE_CHECKING
 
-from .._backend_util import LoopGuard
+from .._backend_util import LoopGuard, weak_call_later
 from .._errors import BackendUnavailableError
 from . import _sql
 from ._connection import HARD_BYTES, Checkpointer, file_identity, wal_bytes
@@ -127,12 +126,9 @@ class Upkeep:
             or self._read_only
         ):
             return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # built outside a loop: the first TTL write starts it
-            return
-        # A weak reference: a pending timer must not keep a dropped backend alive.
-        self._timer = loop.call_later(self._sweep_interval, _sweep, weakref.ref(self))
+        # Weak: a pending timer must not keep a dropped backend alive. Built outside a loop,
+        # there is no timer yet: the first TTL write starts it.
+        self._timer = weak_call_later(self._sweep_interval, self._sweep)
 
     def _sweep(self) -> None:
         """Delete a batch of expired rows; continue soon if there may be more."""
@@ -150,9 +146,8 @@ class Upkeep:
         if self._writes:
             self._upkeep()  # a quiet bot's WAL is folded in at each sweep
         assert self._sweep_interval is not None
-        loop = asyncio.get_running_loop()
         delay = 0.0 if deleted >= _sql.SWEEP_BATCH else self._sweep_interval
-        self._timer = loop.call_later(delay, _sweep, weakref.ref(self))
+        self._timer = weak_call_later(delay, self._sweep)
 
     async def _stop_upkeep(self) -> None:
         """Cancel the sweep, fold the WAL in, end the checkpoint thread."""
@@ -167,9 +162,3 @@ class Upkeep:
             await ckpt.wait_idle(self._timeout)
         if ckpt is not None:
             await ckpt.join()
-
-
-def _sweep(ref: weakref.ref[Upkeep]) -> None:
-    backend = ref()
-    if backend is not None:
-        backend._sweep()
